@@ -1,0 +1,271 @@
+//! The envelope every event travels in, and its canonical bytes.
+//!
+//! The canonical bytes of an event are the compact JSON of [`Body`]: keys in ascending order
+//! (the struct's fields are declared alphabetically, payload objects are sorted maps), no
+//! spaces, UTF-8 unescaped, integers only. They are stored as they are and hashed into the chain.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::chain::ChainHash;
+use crate::vocabulary::{DecodeError, Event};
+
+/// Who caused an event, as `kind:name`: `staff:suzuki`, `portal:subscriber`, `system:expiry`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Actor(String);
+
+impl Actor {
+    pub fn parse(text: &str) -> Result<Actor, String> {
+        let (kind, name) = text
+            .split_once(':')
+            .ok_or_else(|| format!("actor {text:?} is not of the form kind:name"))?;
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 100
+                && s.chars().all(|c| c.is_alphanumeric() || "-_.@".contains(c))
+        };
+        if !valid(kind) || !valid(name) {
+            return Err(format!("actor {text:?} is not of the form kind:name"));
+        }
+        Ok(Actor(text.to_owned()))
+    }
+
+    pub fn system(process: &str) -> Actor {
+        Actor::parse(&format!("system:{process}")).expect("process names are plain words")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Actor {
+    type Error = String;
+    fn try_from(text: String) -> Result<Actor, String> {
+        Actor::parse(&text)
+    }
+}
+
+impl From<Actor> for String {
+    fn from(actor: Actor) -> String {
+        actor.0
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who did it and why: carried by every event of one append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    pub actor: Actor,
+    /// One id for everything one request or job caused.
+    pub correlation_id: Uuid,
+    /// The event (or command) that directly caused this one.
+    pub causation_id: Option<Uuid>,
+}
+
+impl Metadata {
+    pub fn new(actor: Actor) -> Metadata {
+        Metadata { actor, correlation_id: Uuid::new_v4(), causation_id: None }
+    }
+}
+
+/// An event about to be appended. Its id makes the append idempotent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event: Event,
+}
+
+impl NewEvent {
+    pub fn new(event: Event) -> NewEvent {
+        NewEvent { event_id: Uuid::new_v4(), event }
+    }
+}
+
+/// The canonical record of one event. Fields are in alphabetical order on purpose: serde
+/// writes them in declaration order, which makes the JSON's keys sorted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Body {
+    pub actor: Actor,
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Uuid,
+    pub event_id: Uuid,
+    pub payload: Value,
+    pub position: i64,
+    pub recorded_at: String,
+    pub schema_version: u32,
+    pub stream: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("payload of {event_type} holds a non-integer number at {path}; the log stores integers only")]
+    Float { event_type: String, path: String },
+    #[error("encoding the event failed: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Body {
+    /// Builds the record of `event` as it will be stored at `position`.
+    pub fn new(
+        event: &NewEvent,
+        metadata: &Metadata,
+        stream: &str,
+        version: i64,
+        position: i64,
+        recorded_at: OffsetDateTime,
+    ) -> Result<Body, EncodeError> {
+        let payload = event.event.to_payload()?;
+        Ok(Body {
+            actor: metadata.actor.clone(),
+            causation_id: metadata.causation_id,
+            correlation_id: metadata.correlation_id,
+            event_id: event.event_id,
+            payload,
+            position,
+            recorded_at: format_time(recorded_at),
+            schema_version: event.event.schema_version(),
+            stream: stream.to_owned(),
+            event_type: event.event.type_name().to_owned(),
+            version,
+        })
+    }
+
+    /// The canonical bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        if let Some(path) = find_float(&self.payload, "$") {
+            return Err(EncodeError::Float { event_type: self.event_type.clone(), path });
+        }
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Body, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn recorded_at(&self) -> Result<OffsetDateTime, DecodeError> {
+        parse_time(&self.recorded_at)
+            .ok_or_else(|| DecodeError::BadTime(self.recorded_at.clone()))
+    }
+
+    /// Upcasts and decodes the payload into the current event type.
+    pub fn into_recorded(self, hash: ChainHash) -> Result<RecordedEvent, DecodeError> {
+        let recorded_at = self.recorded_at()?;
+        let event = Event::decode(&self.event_type, self.schema_version, self.payload)?;
+        Ok(RecordedEvent {
+            position: self.position,
+            stream: self.stream,
+            version: self.version,
+            event_id: self.event_id,
+            recorded_at,
+            metadata: Metadata {
+                actor: self.actor,
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+            },
+            event,
+            hash,
+        })
+    }
+}
+
+/// An event as read back from the log, payload upcast to the current type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub stream: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub recorded_at: OffsetDateTime,
+    pub metadata: Metadata,
+    pub event: Event,
+    pub hash: ChainHash,
+}
+
+/// Times in the log: UTC, microseconds, always the same width, e.g. `2026-11-22T00:05:00.000000Z`.
+pub fn format_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    at.format(&format).expect("every UTC time in years 0..9999 formats")
+}
+
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+/// Microseconds since the Unix epoch: how times are stored in indexed columns.
+pub fn unix_micros(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1000) as i64
+}
+
+fn find_float(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_float(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| find_float(v, &format!("{path}.{k}"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocabulary::tests::sample_application;
+
+    fn body() -> Body {
+        let event = NewEvent { event_id: Uuid::nil(), event: sample_application() };
+        let meta = Metadata {
+            actor: Actor::parse("staff:suzuki").unwrap(),
+            correlation_id: Uuid::nil(),
+            causation_id: None,
+        };
+        let at = time::macros::datetime!(2026-11-22 07:44:00.5 UTC);
+        Body::new(&event, &meta, "application-1", 1, 7, at).unwrap()
+    }
+
+    #[test]
+    fn canonical_bytes_have_sorted_keys_and_no_spaces() {
+        let bytes = body().encode().unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with(r#"{"actor":"staff:suzuki","causation_id":null,"correlation_id":"#));
+        assert!(text.contains(r#""position":7,"recorded_at":"2026-11-22T07:44:00.500000Z","#));
+        assert!(text.contains("山田"), "Japanese stays unescaped: {text}");
+        assert!(!text.contains(": ") && !text.contains(", "));
+        // Re-encoding what was decoded gives the same bytes.
+        assert_eq!(Body::decode(&bytes).unwrap().encode().unwrap(), bytes);
+    }
+
+    #[test]
+    fn floats_are_refused() {
+        let mut b = body();
+        b.payload = serde_json::json!({"a": {"b": [1, 2.5]}});
+        let err = b.encode().unwrap_err().to_string();
+        assert!(err.contains("$.a.b[1]"), "{err}");
+    }
+
+    #[test]
+    fn actors_are_kind_colon_name() {
+        assert!(Actor::parse("staff:suzuki").is_ok());
+        assert!(Actor::parse("suzuki").is_err());
+        assert!(Actor::parse("staff:").is_err());
+        assert!(Actor::parse("staff:a b").is_err());
+    }
+}
