@@ -1,1 +1,253 @@
-fn main() {}
+//! The `hpki` command.
+
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hpki_backoffice::audit::{self, AuditPublicKey, VerifyError};
+use hpki_backoffice::clock::{SharedClock, SystemClock, show_jst};
+use hpki_backoffice::config::{Config, LogFormat};
+use hpki_backoffice::serve::{self, open_store};
+use hpki_backoffice::{export, projection_runner};
+use indicatif::{ProgressBar, ProgressStyle};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The HPKI second-certificate back office.
+#[derive(Parser)]
+#[command(name = "hpki", version, about)]
+struct Cli {
+    /// Configuration file (TOML); see ops/hpki.example.toml. Default: none, or $HPKI_CONFIG.
+    #[arg(long, global = true, env = "HPKI_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Overrides the configuration and
+    /// $HPKI_DATABASE_URL.
+    #[arg(long, global = true)]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the back office: HTTP server, projections and scheduled checkpoints.
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Check and sign the log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Move the log in and out as JSON Lines.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Inspect and rebuild read models.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Rebuild the state as it stood at an instant into a new SQLite file; live read models
+    /// are not touched.
+    Replay {
+        /// The instant, RFC 3339 (2026-11-22T09:00:00+09:00).
+        #[arg(long, value_parser = parse_time)]
+        as_of: OffsetDateTime,
+        /// Where to write (a new file). Default: <data_dir>/replay/as-of-<instant>.db
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain and check every signed checkpoint. Exit 0 when intact, 2 when
+    /// the log was altered (the first bad position is named), 1 on any other error.
+    Verify {
+        /// The audit public key (PEM). Default: derived from audit.key_file.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Sign the current head of the log now.
+    Checkpoint,
+    /// Print the audit public key (PEM), to keep away from the database.
+    PublicKey,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Write the whole log as JSON Lines with positions and hashes (docs/event-log.md).
+    Export {
+        /// Output file. Default: standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Load an exported log into an empty store, checking every line; all or nothing.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Show how far each projection has read.
+    Status,
+    /// Rebuild one projection (or all) from position 0.
+    Rebuild { name: Option<String> },
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-11-22T09:00:00+09:00"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(mut config) => {
+            if let Some(url) = &cli.database {
+                config.database_url = url.clone();
+            }
+            config
+        }
+        Err(error) => {
+            eprintln!("error: configuration: {}", error.to_string().replace('\n', "; "));
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(&config);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HPKI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    match command {
+        Command::Serve => {
+            let running = serve::start(&config, clock).await?;
+            println!("hpki: serving on http://{} (Ctrl-C stops)", config.server.listen.replace(":0", &format!(":{}", running.port)));
+            running.done.await??;
+        }
+        Command::Migrate => {
+            let store = open_store(&config, clock).await?;
+            println!("migrations applied ({})", store.db().backend());
+        }
+        Command::Audit(AuditCommand::Verify { public_key }) => {
+            let key = match public_key {
+                Some(path) => AuditPublicKey::from_pem(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+                    .with_context(|| format!("{} is not a PEM public key", path.display()))?,
+                None => serve::audit_key(&config)?.public(),
+            };
+            let store = open_store(&config, clock).await?;
+            let bar = counter("verifying", store.head().await?.position);
+            let result = audit::verify(&store, &key, &|n| bar.set_position(n as u64)).await;
+            bar.finish_and_clear();
+            match result {
+                Ok(summary) => println!("{summary}"),
+                Err(VerifyError::Tampered(tamper)) => {
+                    println!("TAMPERED: {tamper}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(VerifyError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Command::Audit(AuditCommand::Checkpoint) => {
+            let store = open_store(&config, clock.clone()).await?;
+            let key = serve::audit_key(&config)?;
+            let cp = audit::checkpoint(&store, &key, clock.as_ref()).await?;
+            println!("checkpoint #{} signed: position {}, hash {}, key {}", cp.id, cp.position, hex::encode(&cp.hash), cp.key_id);
+        }
+        Command::Audit(AuditCommand::PublicKey) => {
+            print!("{}", serve::audit_key(&config)?.public().to_pem());
+        }
+        Command::Events(EventsCommand::Export { output }) => {
+            let store = open_store(&config, clock).await?;
+            let bar = counter("exporting", store.head().await?.position);
+            let progress = |n: i64| bar.set_position(n as u64);
+            let count = match &output {
+                Some(path) => {
+                    let tmp = path.with_extension("partial");
+                    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+                    let count = export::export(&store, &mut file, &progress).await?;
+                    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                    std::fs::rename(&tmp, path)?;
+                    count
+                }
+                None => export::export(&store, &mut std::io::BufWriter::new(std::io::stdout().lock()), &progress).await?,
+            };
+            bar.finish_and_clear();
+            eprintln!("exported {count} events");
+        }
+        Command::Events(EventsCommand::Import { file }) => {
+            let store = open_store(&config, clock).await?;
+            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let bar = counter("importing", 0);
+            let count = export::import(&store, &file.display().to_string(), BufReader::new(input), &|n| bar.set_position(n as u64)).await;
+            bar.finish_and_clear();
+            println!("imported {} events; nothing else was written", count?);
+        }
+        Command::Projections(ProjectionsCommand::Status) => {
+            let store = open_store(&config, clock).await?;
+            for s in projection_runner::status(&store).await? {
+                println!("{:<20} at {:>10} of {:>10} ({} behind)", s.name, s.position, s.head, s.head - s.position);
+            }
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+            let store = open_store(&config, clock).await?;
+            let bar = counter("rebuilding", store.head().await?.position);
+            let done = projection_runner::rebuild(&store, name.as_deref(), &|n| bar.set_position(n as u64)).await?;
+            bar.finish_and_clear();
+            for (name, position) in done {
+                println!("rebuilt {name} up to position {position}");
+            }
+        }
+        Command::Replay { as_of, output } => {
+            let store = open_store(&config, clock).await?;
+            let output = output.unwrap_or_else(|| {
+                let stamp = hpki_events::envelope::format_time(as_of).replace([':', '.'], "");
+                config.data_dir.join("replay").join(format!("as-of-{stamp}.db"))
+            });
+            if let Some(dir) = output.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let bar = counter("replaying", store.head().await?.position);
+            let replay = projection_runner::replay_as_of(&store, as_of, &output, &|n| bar.set_position(n as u64)).await?;
+            bar.finish_and_clear();
+            println!(
+                "state as of {} ({}): position {}, hash {}, {} documents, written to {}",
+                show_jst(as_of),
+                hpki_events::envelope::format_time(as_of),
+                replay.position,
+                replay.hash,
+                replay.documents,
+                replay.path.display()
+            );
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on standard error for long work (hidden when it is not a terminal).
+fn counter(what: &'static str, total: i64) -> ProgressBar {
+    let bar = ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events ({per_sec}, {eta})")
+            .expect("a valid template"),
+    );
+    bar.set_message(what);
+    bar
+}

@@ -1,0 +1,34 @@
+//! `streams`: one row per stream with its version and last event, listed by category (the
+//! part of the stream name before the first `-`: `application`, `qr`, ...). Operators use it
+//! to see what the log holds; tests use it to prove the runner neither skips nor repeats.
+
+use hpki_events::RecordedEvent;
+use hpki_events::envelope::format_time;
+use serde_json::json;
+
+use crate::{Change, Doc, Projection};
+
+pub struct Streams;
+
+impl Projection for Streams {
+    fn name(&self) -> &'static str {
+        "streams"
+    }
+
+    fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
+        let category = event.stream.split('-').next().unwrap_or_default();
+        vec![Change::Put {
+            key: event.stream.clone(),
+            doc: Doc {
+                list: category.to_owned(),
+                sort_key: event.stream.clone(),
+                body: json!({
+                    "version": event.version,
+                    "last_type": event.event.type_name(),
+                    "last_position": event.position,
+                    "updated_at": format_time(event.recorded_at),
+                }),
+            },
+        }]
+    }
+}

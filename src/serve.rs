@@ -1,0 +1,78 @@
+//! Starting the back office: the store, the projection runner, the checkpoint schedule and the
+//! HTTP server, from one configuration.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::audit::{self, AuditKey};
+use crate::clock::{JST, SharedClock};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::projection_runner;
+use crate::store::{Store, redact_url};
+
+/// Opens the store named by the configuration, with a clear message when it cannot.
+pub async fn open_store(config: &Config, clock: SharedClock) -> anyhow::Result<Store> {
+    Store::open(&config.database_url, clock)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))
+}
+
+/// Reads the audit key, creating a development key (loudly) on first start.
+pub fn audit_key(config: &Config) -> anyhow::Result<AuditKey> {
+    let (key, generated) = AuditKey::load_or_generate(&config.audit.key_file)?;
+    if generated {
+        tracing::warn!(
+            path = %config.audit.key_file.display(),
+            "GENERATED A NEW AUDIT KEY: fine for development; in production provision audit.key_file and keep its public half elsewhere"
+        );
+    }
+    Ok(key)
+}
+
+/// A running back office.
+pub struct Running {
+    pub port: u16,
+    pub store: Store,
+    pub server: actix_web::dev::ServerHandle,
+    pub done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Running> {
+    let schedule = cron::Schedule::from_str(&config.audit.checkpoint_schedule)
+        .with_context(|| format!("audit.checkpoint_schedule {:?} is not a cron expression", config.audit.checkpoint_schedule))?;
+    let store = open_store(config, clock.clone()).await?;
+    let key = audit_key(config)?;
+
+    let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
+    tokio::spawn(projection_runner::follow(store.clone(), hpki_projections::all(), poll));
+    tokio::spawn(sign_checkpoints(store.clone(), key, clock, schedule));
+
+    let state = AppState { store: store.clone(), metrics: Arc::new(Metrics::default()) };
+    let (server, port) = http::build(state, &config.server.listen)
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let handle = server.handle();
+    tracing::info!(port, backend = store.db().backend(), "the back office is serving");
+    Ok(Running { port, store, server: handle, done: tokio::spawn(server) })
+}
+
+/// Signs a checkpoint at every time the schedule names (read in JST).
+async fn sign_checkpoints(store: Store, key: AuditKey, clock: SharedClock, schedule: cron::Schedule) {
+    loop {
+        let now = clock.now();
+        let now_jst = chrono::DateTime::from_timestamp(now.unix_timestamp(), now.nanosecond())
+            .expect("in range")
+            .with_timezone(&chrono::FixedOffset::east_opt(JST.whole_seconds()).expect("valid"));
+        let Some(next) = schedule.after(&now_jst).next() else { return };
+        let wait = (next.timestamp_millis() - now_jst.timestamp_millis()).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        match audit::checkpoint(&store, &key, clock.as_ref()).await {
+            Ok(cp) => tracing::info!(position = cp.position, id = cp.id, "signed a checkpoint of the log"),
+            Err(error) => tracing::error!(error = format!("{error:#}"), "signing a checkpoint failed"),
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! The event store: one append-only, hash-chained log on SQLite or PostgreSQL.
+//!
+//! Appends go through one writer task per process, which gathers the appends that arrive
+//! together into one transaction (group commit). Inside that transaction the single row of
+//! `log_head` is locked, so positions are handed out and committed strictly in order, even with
+//! several processes on one database: a follower reading `position > n` never skips an event
+//! that commits late, and the hash chain always extends the true predecessor.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, TryStreamExt};
+use hpki_events::envelope::{format_time, unix_micros};
+use hpki_events::{Body, ChainHash, DecodeError, EncodeError, Metadata, NewEvent, RecordedEvent};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::clock::SharedClock;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// What the appender believes the stream's version to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version.
+    Exact(i64),
+    /// No check.
+    Any,
+}
+
+/// Events for one stream, as part of an append.
+#[derive(Clone, Debug)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// What an append wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Events written by this call; 0 when every event id was already stored.
+    pub written: usize,
+    /// The global position of the last event written (or of the head, when none was).
+    pub last_position: i64,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream} is at version {actual}, not {expected:?}")]
+    Conflict { stream: String, expected: ExpectedVersion, actual: i64 },
+    #[error("event {0} is already stored, but others of the same append are not")]
+    PartlyStored(Uuid),
+    #[error("event {0} appears twice in one append")]
+    DuplicateId(Uuid),
+    #[error("stream name {0:?} is not valid (lowercase letters, digits and '-', 1 to 200 long)")]
+    BadStream(String),
+    #[error("an append must hold at least one event")]
+    Empty,
+    #[error(transparent)]
+    Encode(Arc<EncodeError>),
+    #[error("the database refused the append: {0}")]
+    Database(Arc<sqlx::Error>),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("event at position {position} cannot be read: {source}")]
+    Decode { position: i64, source: DecodeError },
+    #[error("event at position {position} is not valid JSON: {source}")]
+    Corrupt { position: i64, source: serde_json::Error },
+    #[error("{0}")]
+    Url(String),
+}
+
+/// An event row as stored: the indexed columns and the canonical bytes they were taken from.
+#[derive(Clone, Debug)]
+pub struct RawEvent {
+    pub position: i64,
+    pub event_id: Uuid,
+    pub stream: String,
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub recorded_at: i64,
+    pub body: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl RawEvent {
+    pub fn decode(&self) -> Result<RecordedEvent, StoreError> {
+        let body = Body::decode(&self.body)
+            .map_err(|source| StoreError::Corrupt { position: self.position, source })?;
+        let hash = ChainHash::from_slice(&self.hash).unwrap_or(ChainHash([0; 32]));
+        body.into_recorded(hash)
+            .map_err(|source| StoreError::Decode { position: self.position, source })
+    }
+}
+
+/// The end of the log: its last position, hash and recorded time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub position: i64,
+    pub hash: ChainHash,
+    pub recorded_at: i64,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Clone, Debug)]
+pub struct CheckpointRow {
+    pub id: i64,
+    pub position: i64,
+    pub hash: Vec<u8>,
+    pub signed_at: String,
+    pub key_id: String,
+    pub signature: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub enum Db {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// One append waiting for the writer.
+struct Request {
+    appends: Vec<StreamAppend>,
+    metadata: Metadata,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The store handle: cheap to clone, shared by the server, the processors and the CLI.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    writer: mpsc::Sender<Request>,
+    head: watch::Receiver<i64>,
+    appended: Arc<AtomicU64>,
+}
+
+/// Most events the writer puts in one transaction.
+const GROUP_LIMIT: usize = 2_000;
+/// Rows per page when reading the log in order.
+pub const PAGE: i64 = 5_000;
+
+impl Store {
+    /// Connects, runs migrations and starts the writer.
+    pub async fn open(url: &str, clock: SharedClock) -> Result<Store, StoreError> {
+        let db = if url.starts_with("sqlite:") {
+            Db::Sqlite(SqliteStore::connect(url).await?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Db::Postgres(PgStore::connect(url).await?)
+        } else {
+            return Err(StoreError::Url(format!(
+                "database URL {:?} is neither sqlite:// nor postgres://",
+                redact_url(url)
+            )));
+        };
+        let head = db.head().await?;
+        let (head_tx, head_rx) = watch::channel(head.position);
+        let (tx, rx) = mpsc::channel(1024);
+        let appended = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_loop(db.clone(), clock, rx, head_tx, appended.clone()));
+        Ok(Store { db, writer: tx, head: head_rx, appended })
+    }
+
+    /// Events this process has appended since it opened the store.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Appends events to one or more streams atomically: all are written or none.
+    pub async fn append(
+        &self,
+        appends: Vec<StreamAppend>,
+        metadata: Metadata,
+    ) -> Result<Appended, AppendError> {
+        check_request(&appends)?;
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Request { appends, metadata, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Appends events to one stream.
+    pub async fn append_to(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: Metadata,
+    ) -> Result<Appended, AppendError> {
+        let append = StreamAppend { stream: stream.to_owned(), expected, events };
+        self.append(vec![append], metadata).await
+    }
+
+    /// The last position this process knows to be committed; changes when this process
+    /// appends. Followers also poll, for appends made by other processes.
+    pub fn watch_head(&self) -> watch::Receiver<i64> {
+        self.head.clone()
+    }
+
+    pub async fn head(&self) -> Result<Head, StoreError> {
+        self.db.head().await
+    }
+
+    /// Up to `limit` events after `after`, in position order.
+    pub async fn read_page(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.read_page(after, limit).await,
+            Db::Postgres(db) => db.read_page(after, limit).await,
+        }
+    }
+
+    /// Every event after `after`, in order, read page by page so memory stays flat.
+    pub fn read_all(&self, after: i64) -> impl Stream<Item = Result<RawEvent, StoreError>> + '_ {
+        futures::stream::try_unfold(after, move |after| async move {
+            let page = self.read_page(after, PAGE).await?;
+            Ok::<_, StoreError>(page.last().map(|last| (page.clone(), last.position)))
+        })
+        .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+        .try_flatten()
+    }
+
+    /// Every event of one stream, decoded, in version order.
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = match &self.db {
+            Db::Sqlite(db) => db.read_stream(stream).await?,
+            Db::Postgres(db) => db.read_stream(stream).await?,
+        };
+        rows.iter().map(RawEvent::decode).collect()
+    }
+
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.count_events().await,
+            Db::Postgres(db) => db.count_events().await,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.ping().await,
+            Db::Postgres(db) => db.ping().await,
+        }
+    }
+
+    /// Whether every migration this build knows has been applied.
+    pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.migrations_applied().await,
+            Db::Postgres(db) => db.migrations_applied().await,
+        }
+    }
+
+    pub async fn insert_checkpoint(&self, cp: &CheckpointRow) -> Result<i64, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.insert_checkpoint(cp).await,
+            Db::Postgres(db) => db.insert_checkpoint(cp).await,
+        }
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.checkpoints().await,
+            Db::Postgres(db) => db.checkpoints().await,
+        }
+    }
+
+    /// Hash stored at `position` (the head's, or genesis at 0).
+    pub async fn hash_at(&self, position: i64) -> Result<Option<ChainHash>, StoreError> {
+        if position == 0 {
+            return Ok(Some(hpki_events::GENESIS_HASH));
+        }
+        let page = self.read_page(position - 1, 1).await?;
+        Ok(page
+            .first()
+            .filter(|row| row.position == position)
+            .and_then(|row| ChainHash::from_slice(&row.hash)))
+    }
+}
+
+impl Db {
+    async fn head(&self) -> Result<Head, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.head().await,
+            Db::Postgres(db) => db.head().await,
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Hides a password in a database URL before it is shown.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn check_request(appends: &[StreamAppend]) -> Result<(), AppendError> {
+    if appends.iter().all(|a| a.events.is_empty()) {
+        return Err(AppendError::Empty);
+    }
+    let mut seen = HashSet::new();
+    for append in appends {
+        let valid = !append.stream.is_empty()
+            && append.stream.len() <= 200
+            && append.stream.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(AppendError::BadStream(append.stream.clone()));
+        }
+        for event in &append.events {
+            if !seen.insert(event.event_id) {
+                return Err(AppendError::DuplicateId(event.event_id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the database said about the streams and ids a group touches, read under the head lock.
+pub(crate) struct Known {
+    pub head: Head,
+    pub existing_ids: HashSet<Uuid>,
+    pub versions: HashMap<String, i64>,
+}
+
+/// A row ready to insert.
+pub(crate) struct Row {
+    pub position: i64,
+    pub event_id: Uuid,
+    pub stream: String,
+    pub version: i64,
+    pub event_type: &'static str,
+    pub schema_version: i32,
+    pub recorded_at: i64,
+    pub body: Vec<u8>,
+    pub hash: ChainHash,
+}
+
+/// Decides, without I/O, what each request of a group writes. Requests are taken in arrival
+/// order; a refused request changes nothing and does not affect the others.
+fn plan(
+    group: &[Request],
+    mut known: Known,
+    now: OffsetDateTime,
+) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head) {
+    // Recorded times never go backwards, so "the log as of T" is always a prefix of it.
+    let now_us = unix_micros(now).max(known.head.recorded_at);
+    let recorded_at = OffsetDateTime::from_unix_timestamp_nanos(now_us as i128 * 1000)
+        .expect("a stored time is in range");
+    let mut rows = Vec::new();
+    let mut outcomes = Vec::with_capacity(group.len());
+    for request in group {
+        let outcome = plan_one(request, &mut known, recorded_at, &mut rows);
+        outcomes.push(outcome);
+    }
+    (rows, outcomes, known.head)
+}
+
+fn plan_one(
+    request: &Request,
+    known: &mut Known,
+    recorded_at: OffsetDateTime,
+    rows: &mut Vec<Row>,
+) -> Result<Appended, AppendError> {
+    let ids: Vec<Uuid> =
+        request.appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
+    let stored = ids.iter().filter(|id| known.existing_ids.contains(id)).count();
+    if stored == ids.len() {
+        return Ok(Appended { written: 0, last_position: known.head.position });
+    }
+    if let Some(id) = ids.iter().find(|id| known.existing_ids.contains(id)) {
+        return Err(AppendError::PartlyStored(*id));
+    }
+
+    let mut versions: HashMap<&str, i64> = HashMap::new();
+    for append in &request.appends {
+        let current = *versions
+            .entry(&append.stream)
+            .or_insert_with(|| known.versions.get(&append.stream).copied().unwrap_or(0));
+        let fits = match append.expected {
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exact(v) => current == v,
+            ExpectedVersion::Any => true,
+        };
+        if !fits {
+            return Err(AppendError::Conflict {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual: current,
+            });
+        }
+        versions.insert(&append.stream, current + append.events.len() as i64);
+    }
+
+    let mut head = known.head;
+    let mut new_rows = Vec::with_capacity(ids.len());
+    let mut stream_versions: HashMap<&str, i64> = HashMap::new();
+    for append in &request.appends {
+        for event in &append.events {
+            let version = stream_versions
+                .entry(&append.stream)
+                .or_insert_with(|| known.versions.get(&append.stream).copied().unwrap_or(0));
+            *version += 1;
+            let position = head.position + 1;
+            let body = Body::new(event, &request.metadata, &append.stream, *version, position, recorded_at)
+                .and_then(|body| body.encode())
+                .map_err(|e| AppendError::Encode(Arc::new(e)))?;
+            let hash = head.hash.next(&body);
+            new_rows.push(Row {
+                position,
+                event_id: event.event_id,
+                stream: append.stream.clone(),
+                version: *version,
+                event_type: event.event.type_name(),
+                schema_version: event.event.schema_version() as i32,
+                recorded_at: unix_micros(recorded_at),
+                body,
+                hash,
+            });
+            head = Head { position, hash, recorded_at: unix_micros(recorded_at) };
+        }
+    }
+
+    for (stream, version) in stream_versions {
+        known.versions.insert(stream.to_owned(), version);
+    }
+    known.existing_ids.extend(ids.iter().copied());
+    known.head = head;
+    rows.extend(new_rows);
+    Ok(Appended { written: ids.len(), last_position: head.position })
+}
+
+async fn write_loop(
+    db: Db,
+    clock: SharedClock,
+    mut requests: mpsc::Receiver<Request>,
+    head: watch::Sender<i64>,
+    appended: Arc<AtomicU64>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut group = vec![first];
+        let mut events: usize = group[0].appends.iter().map(|a| a.events.len()).sum();
+        while events < GROUP_LIMIT {
+            match requests.try_recv() {
+                Ok(next) => {
+                    events += next.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit_group(&db, &group, clock.now()).await;
+        match result {
+            Ok((outcomes, new_head)) => {
+                let written: usize = outcomes.iter().flatten().map(|a| a.written).sum();
+                appended.fetch_add(written as u64, Ordering::Relaxed);
+                head.send_if_modified(|known| {
+                    let moved = *known != new_head;
+                    *known = new_head;
+                    moved
+                });
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "appending a group of events failed");
+                let error = Arc::new(error);
+                for request in group {
+                    let _ = request.reply.send(Err(AppendError::Database(error.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Lock the head, learn what the group touches, plan, insert, move the head, commit.
+async fn commit_group(
+    db: &Db,
+    group: &[Request],
+    now: OffsetDateTime,
+) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
+    let ids: Vec<Uuid> = group
+        .iter()
+        .flat_map(|r| r.appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)))
+        .collect();
+    let mut streams: Vec<&str> =
+        group.iter().flat_map(|r| r.appends.iter().map(|a| a.stream.as_str())).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    match db {
+        Db::Sqlite(db) => db.commit_group(&ids, &streams, |known| plan(group, known, now)).await,
+        Db::Postgres(db) => db.commit_group(&ids, &streams, |known| plan(group, known, now)).await,
+    }
+}
+
+/// Shown in messages about a stored time.
+pub fn show_micros(micros: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
+        .map(format_time)
+        .unwrap_or_else(|_| micros.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://var/x.db"), "sqlite://var/x.db");
+    }
+}
+
+/// One transaction that loads a whole exported log into an empty store: all or nothing.
+pub enum ImportTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Store {
+    /// Starts an import; the head stays locked (other appends wait) until it ends.
+    pub async fn begin_import(&self) -> Result<ImportTx, StoreError> {
+        Ok(match &self.db {
+            Db::Sqlite(db) => ImportTx::Sqlite(db.begin_import().await?),
+            Db::Postgres(db) => ImportTx::Postgres(db.begin_import().await?),
+        })
+    }
+}
+
+impl ImportTx {
+    pub(crate) async fn insert(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        match self {
+            ImportTx::Sqlite(tx) => sqlite::insert_rows(tx, rows).await?,
+            ImportTx::Postgres(tx) => postgres::insert_rows(tx, rows).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn finish(self, head: Head) -> Result<(), StoreError> {
+        match self {
+            ImportTx::Sqlite(mut tx) => {
+                sqlite::set_head(&mut tx, &head).await?;
+                tx.commit().await?;
+            }
+            ImportTx::Postgres(mut tx) => {
+                postgres::set_head(&mut tx, &head).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    pub async fn projection_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.projection_checkpoint(name).await,
+            Db::Postgres(db) => db.projection_checkpoint(name).await,
+        }
+    }
+
+    /// Writes a projection's changes and moves its checkpoint from `from` to `to`, atomically;
+    /// false when another runner got there first (nothing written).
+    pub async fn apply_projection(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        changes: &[hpki_projections::Change],
+    ) -> Result<bool, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.apply_projection(name, from, to, changes).await,
+            Db::Postgres(db) => db.apply_projection(name, from, to, changes).await,
+        }
+    }
+
+    pub async fn replace_projection(
+        &self,
+        name: &str,
+        docs: &std::collections::BTreeMap<String, hpki_projections::Doc>,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.replace_projection(name, docs, position).await,
+            Db::Postgres(db) => db.replace_projection(name, docs, position).await,
+        }
+    }
+
+    pub async fn docs(
+        &self,
+        name: &str,
+        list: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, hpki_projections::Doc)>, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.docs(name, list, limit).await,
+            Db::Postgres(db) => db.docs(name, list, limit).await,
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The production backend. Appends lock the single `log_head` row until they commit, so
+//! positions are assigned and become visible strictly in order across every process sharing
+//! the database; the in-process group commit keeps that lock's cost per event small.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hpki_events::ChainHash;
+use hpki_projections::{Change, Doc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row as _, Transaction};
+use uuid::Uuid;
+
+use super::{Appended, AppendError, CheckpointRow, Head, Known, RawEvent, Row, StoreError, redact_url};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone)]
+pub struct PgStore {
+    pub pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(format!("database URL {:?}: {e}", redact_url(url))))?;
+        // One direct connection first: its error says why (refused, unknown host, bad
+        // password), where the pool would only say that it timed out.
+        let probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::Url(format!("cannot connect to {}: {e}", redact_url(url))))?;
+        probe.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Url(format!("cannot connect to {}: {e}", redact_url(url))))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+        Ok(applied as usize >= MIGRATOR.iter().count())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn head(&self) -> Result<Head, StoreError> {
+        Ok(head(&mut *self.pool.acquire().await?, "").await?)
+    }
+
+    pub(super) async fn commit_group(
+        &self,
+        ids: &[Uuid],
+        streams: &[&str],
+        plan: impl FnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
+    ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let head = head(&mut *tx, " FOR UPDATE").await?;
+        let existing_ids: HashSet<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let versions: HashMap<String, i64> = sqlx::query_as(
+            "SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s)
+             FROM unnest($1::text[]) AS s",
+        )
+        .bind(streams)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+
+        let (rows, outcomes, new_head) = plan(Known { head, existing_ids, versions });
+        if !rows.is_empty() {
+            insert_rows(&mut tx, &rows).await?;
+            set_head(&mut tx, &new_head).await?;
+        }
+        tx.commit().await?;
+        Ok((outcomes, new_head.position))
+    }
+
+    pub async fn read_page(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash
+             FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(raw_event).collect())
+    }
+
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RawEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash
+             FROM events WHERE stream = $1 ORDER BY version",
+        )
+        .bind(stream)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(raw_event).collect())
+    }
+
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?)
+    }
+
+    pub async fn insert_checkpoint(&self, cp: &CheckpointRow) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO checkpoints (position, hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(cp.position)
+        .bind(&cp.hash)
+        .bind(&cp.signed_at)
+        .bind(&cp.key_id)
+        .bind(&cp.signature)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, position, hash, signed_at, key_id, signature FROM checkpoints ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CheckpointRow {
+                id: r.get(0),
+                position: r.get(1),
+                hash: r.get(2),
+                signed_at: r.get(3),
+                key_id: r.get(4),
+                signature: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn begin_import(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        head(&mut *tx, " FOR UPDATE").await?;
+        Ok(tx)
+    }
+
+    pub async fn projection_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    /// Applies changes and moves the checkpoint from `from` to `to` in one transaction.
+    /// Returns false, writing nothing, when another runner moved the checkpoint first.
+    pub async fn apply_projection(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        changes: &[Change],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $3)
+             ON CONFLICT (name) DO UPDATE SET position = $3 WHERE projection_checkpoints.position = $2",
+        )
+        .bind(name)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for change in changes {
+            apply_change(&mut tx, name, change).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces every document of a projection and sets its checkpoint, in one transaction.
+    pub async fn replace_projection(
+        &self,
+        name: &str,
+        docs: &BTreeMap<String, Doc>,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM read_models WHERE projection = $1").bind(name).execute(&mut *tx).await?;
+        let docs: Vec<_> = docs.iter().collect();
+        for chunk in docs.chunks(5_000) {
+            let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            let lists: Vec<&str> = chunk.iter().map(|(_, d)| d.list.as_str()).collect();
+            let sort_keys: Vec<&str> = chunk.iter().map(|(_, d)| d.sort_key.as_str()).collect();
+            let bodies: Vec<String> = chunk.iter().map(|(_, d)| d.body.to_string()).collect();
+            sqlx::query(
+                "INSERT INTO read_models (projection, key, list, sort_key, body)
+                 SELECT $1, k, l, s, b::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS t(k, l, s, b)",
+            )
+            .bind(name)
+            .bind(&keys)
+            .bind(&lists)
+            .bind(&sort_keys)
+            .bind(&bodies)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET position = $2",
+        )
+        .bind(name)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Documents of a projection, optionally of one list, in list order.
+    pub async fn docs(&self, name: &str, list: Option<&str>, limit: i64) -> Result<Vec<(String, Doc)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, list, sort_key, body::text FROM read_models
+             WHERE projection = $1 AND ($2::text IS NULL OR list = $2) ORDER BY list, sort_key LIMIT $3",
+        )
+        .bind(name)
+        .bind(list)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(doc_row).collect()
+    }
+}
+
+async fn apply_change(tx: &mut Transaction<'static, Postgres>, name: &str, change: &Change) -> Result<(), StoreError> {
+    match change {
+        Change::Put { key, doc } => {
+            sqlx::query(
+                "INSERT INTO read_models (projection, key, list, sort_key, body) VALUES ($1, $2, $3, $4, $5::jsonb)
+                 ON CONFLICT (projection, key) DO UPDATE SET list = $3, sort_key = $4, body = $5::jsonb",
+            )
+            .bind(name)
+            .bind(key)
+            .bind(&doc.list)
+            .bind(&doc.sort_key)
+            .bind(doc.body.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Patch { key, list, merge } => {
+            let row = sqlx::query(
+                "SELECT key, list, sort_key, body::text FROM read_models WHERE projection = $1 AND key = $2 FOR UPDATE",
+            )
+            .bind(name)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(row) = row {
+                let (_, mut doc) = doc_row(&row)?;
+                hpki_projections::patch(&mut doc, list.as_deref(), merge);
+                sqlx::query("UPDATE read_models SET list = $3, body = $4::jsonb WHERE projection = $1 AND key = $2")
+                    .bind(name)
+                    .bind(key)
+                    .bind(&doc.list)
+                    .bind(doc.body.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Change::Delete { key } => {
+            sqlx::query("DELETE FROM read_models WHERE projection = $1 AND key = $2")
+                .bind(name)
+                .bind(key)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn doc_row(row: &sqlx::postgres::PgRow) -> Result<(String, Doc), StoreError> {
+    let body: String = row.get(3);
+    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { position: 0, source })?;
+    Ok((row.get(0), Doc { list: row.get(1), sort_key: row.get(2), body }))
+}
+
+async fn head(conn: &mut sqlx::PgConnection, lock: &'static str) -> Result<Head, sqlx::Error> {
+    let sql = if lock.is_empty() {
+        "SELECT position, hash, recorded_at FROM log_head WHERE id = 1"
+    } else {
+        "SELECT position, hash, recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
+    };
+    let (position, hash, recorded_at): (i64, Vec<u8>, i64) = sqlx::query_as(sql).fetch_one(conn).await?;
+    let hash = ChainHash::from_slice(&hash).unwrap_or(hpki_events::GENESIS_HASH);
+    Ok(Head { position, hash, recorded_at })
+}
+
+pub(crate) async fn set_head(tx: &mut Transaction<'static, Postgres>, head: &Head) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE log_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1")
+        .bind(head.position)
+        .bind(head.hash.0.as_slice())
+        .bind(head.recorded_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One statement for the whole group: the columns travel as arrays and `unnest` zips them.
+pub(crate) async fn insert_rows(tx: &mut Transaction<'static, Postgres>, rows: &[Row]) -> Result<(), sqlx::Error> {
+    let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let streams: Vec<&str> = rows.iter().map(|r| r.stream.as_str()).collect();
+    let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.event_type).collect();
+    let schema_versions: Vec<i32> = rows.iter().map(|r| r.schema_version).collect();
+    let recorded: Vec<i64> = rows.iter().map(|r| r.recorded_at).collect();
+    let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.0.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO events (position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash)
+         SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[],
+                              $7::bigint[], $8::bytea[], $9::bytea[])",
+    )
+    .bind(&positions)
+    .bind(&ids)
+    .bind(&streams)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&schema_versions)
+    .bind(&recorded)
+    .bind(&bodies)
+    .bind(&hashes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn raw_event(row: &sqlx::postgres::PgRow) -> RawEvent {
+    RawEvent {
+        position: row.get(0),
+        event_id: row.get(1),
+        stream: row.get(2),
+        version: row.get(3),
+        event_type: row.get(4),
+        schema_version: row.get(5),
+        recorded_at: row.get(6),
+        body: row.get(7),
+        hash: row.get(8),
+    }
+}

@@ -1,0 +1,372 @@
+//! The embedded backend. One file, WAL journal, `synchronous = FULL` (an acknowledged append
+//! survives a power cut). `BEGIN IMMEDIATE` takes the database's write lock up front, which
+//! serialises appends across processes the way the `log_head` row lock does on PostgreSQL.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hpki_events::ChainHash;
+use hpki_projections::{Change, Doc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::{Appended, AppendError, CheckpointRow, Head, Known, RawEvent, Row, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Nine columns a row; SQLite allows 32,766 bound values a statement.
+const INSERT_CHUNK: usize = 1_000;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pub pool: SqlitePool,
+}
+
+const EVENT_COLUMNS: &str =
+    "position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash";
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(format!("database URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Url(format!("cannot create the folder {} for {url:?}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+        Ok(applied as usize >= MIGRATOR.iter().count())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn head(&self) -> Result<Head, StoreError> {
+        Ok(head(&mut *self.pool.acquire().await?).await?)
+    }
+
+    pub(super) async fn commit_group(
+        &self,
+        ids: &[Uuid],
+        streams: &[&str],
+        plan: impl FnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
+    ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head = head(&mut *tx).await?;
+        let ids_json = serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
+            .expect("strings encode");
+        let existing_ids: HashSet<Uuid> = sqlx::query_scalar::<_, String>(
+            "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(ids_json)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect();
+        let streams_json = serde_json::to_string(streams).expect("strings encode");
+        let versions: HashMap<String, i64> = sqlx::query_as(
+            "SELECT j.value, (SELECT coalesce(max(version), 0) FROM events WHERE stream = j.value)
+             FROM json_each(?1) AS j",
+        )
+        .bind(streams_json)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+
+        let (rows, outcomes, new_head) = plan(Known { head, existing_ids, versions });
+        if !rows.is_empty() {
+            insert_rows(&mut tx, &rows).await?;
+            set_head(&mut tx, &new_head).await?;
+        }
+        tx.commit().await?;
+        Ok((outcomes, new_head.position))
+    }
+
+    pub async fn read_page(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash
+             FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(raw_event).collect()
+    }
+
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RawEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash
+             FROM events WHERE stream = ?1 ORDER BY version",
+        )
+        .bind(stream)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(raw_event).collect()
+    }
+
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?)
+    }
+
+    pub async fn insert_checkpoint(&self, cp: &CheckpointRow) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO checkpoints (position, hash, signed_at, key_id, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        )
+        .bind(cp.position)
+        .bind(&cp.hash)
+        .bind(&cp.signed_at)
+        .bind(&cp.key_id)
+        .bind(&cp.signature)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, position, hash, signed_at, key_id, signature FROM checkpoints ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CheckpointRow {
+                id: r.get(0),
+                position: r.get(1),
+                hash: r.get(2),
+                signed_at: r.get(3),
+                key_id: r.get(4),
+                signature: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn begin_import(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub async fn projection_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    /// Applies changes and moves the checkpoint from `from` to `to` in one transaction.
+    /// Returns false, writing nothing, when another runner moved the checkpoint first.
+    pub async fn apply_projection(
+        &self,
+        name: &str,
+        from: i64,
+        to: i64,
+        changes: &[Change],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let moved = sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?3)
+             ON CONFLICT (name) DO UPDATE SET position = ?3 WHERE projection_checkpoints.position = ?2",
+        )
+        .bind(name)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for change in changes {
+            apply_change(&mut tx, name, change).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces every document of a projection and sets its checkpoint, in one transaction.
+    pub async fn replace_projection(
+        &self,
+        name: &str,
+        docs: &BTreeMap<String, Doc>,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        write_docs(&mut tx, name, docs).await?;
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET position = ?2",
+        )
+        .bind(name)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Documents of a projection, optionally of one list, in list order.
+    pub async fn docs(&self, name: &str, list: Option<&str>, limit: i64) -> Result<Vec<(String, Doc)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, list, sort_key, body FROM read_models
+             WHERE projection = ?1 AND (?2 IS NULL OR list = ?2) ORDER BY list, sort_key LIMIT ?3",
+        )
+        .bind(name)
+        .bind(list)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(doc_row).collect()
+    }
+}
+
+/// Writes a projection's documents, replacing any it had: used by rebuild and by replay,
+/// which writes into a fresh SQLite file.
+pub async fn write_docs(
+    tx: &mut Transaction<'static, Sqlite>,
+    name: &str,
+    docs: &BTreeMap<String, Doc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM read_models WHERE projection = ?1").bind(name).execute(&mut **tx).await?;
+    let docs: Vec<_> = docs.iter().collect();
+    for chunk in docs.chunks(INSERT_CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO read_models (projection, key, list, sort_key, body) ");
+        insert.push_values(chunk, |mut row, (key, doc)| {
+            row.push_bind(name)
+                .push_bind(key.as_str())
+                .push_bind(doc.list.as_str())
+                .push_bind(doc.sort_key.as_str())
+                .push_bind(doc.body.to_string());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn apply_change(tx: &mut Transaction<'static, Sqlite>, name: &str, change: &Change) -> Result<(), StoreError> {
+    match change {
+        Change::Put { key, doc } => {
+            sqlx::query(
+                "INSERT INTO read_models (projection, key, list, sort_key, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (projection, key) DO UPDATE SET list = ?3, sort_key = ?4, body = ?5",
+            )
+            .bind(name)
+            .bind(key)
+            .bind(&doc.list)
+            .bind(&doc.sort_key)
+            .bind(doc.body.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Patch { key, list, merge } => {
+            let row = sqlx::query("SELECT key, list, sort_key, body FROM read_models WHERE projection = ?1 AND key = ?2")
+                .bind(name)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if let Some(row) = row {
+                let (_, mut doc) = doc_row(&row)?;
+                hpki_projections::patch(&mut doc, list.as_deref(), merge);
+                sqlx::query("UPDATE read_models SET list = ?3, body = ?4 WHERE projection = ?1 AND key = ?2")
+                    .bind(name)
+                    .bind(key)
+                    .bind(&doc.list)
+                    .bind(doc.body.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Change::Delete { key } => {
+            sqlx::query("DELETE FROM read_models WHERE projection = ?1 AND key = ?2")
+                .bind(name)
+                .bind(key)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn doc_row(row: &sqlx::sqlite::SqliteRow) -> Result<(String, Doc), StoreError> {
+    let body: String = row.get(3);
+    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { position: 0, source })?;
+    Ok((row.get(0), Doc { list: row.get(1), sort_key: row.get(2), body }))
+}
+
+async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Head, sqlx::Error> {
+    let (position, hash, recorded_at): (i64, Vec<u8>, i64) =
+        sqlx::query_as("SELECT position, hash, recorded_at FROM log_head WHERE id = 1")
+            .fetch_one(conn)
+            .await?;
+    let hash = ChainHash::from_slice(&hash).unwrap_or(hpki_events::GENESIS_HASH);
+    Ok(Head { position, hash, recorded_at })
+}
+
+pub(crate) async fn set_head(tx: &mut Transaction<'static, Sqlite>, head: &Head) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE log_head SET position = ?1, hash = ?2, recorded_at = ?3 WHERE id = 1")
+        .bind(head.position)
+        .bind(head.hash.0.as_slice())
+        .bind(head.recorded_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_rows(tx: &mut Transaction<'static, Sqlite>, rows: &[Row]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.position)
+                .push_bind(row.event_id.to_string())
+                .push_bind(row.stream.as_str())
+                .push_bind(row.version)
+                .push_bind(row.event_type)
+                .push_bind(row.schema_version)
+                .push_bind(row.recorded_at)
+                .push_bind(row.body.as_slice())
+                .push_bind(row.hash.0.as_slice());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn raw_event(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, StoreError> {
+    let position: i64 = row.get(0);
+    let event_id: String = row.get(1);
+    Ok(RawEvent {
+        position,
+        event_id: Uuid::parse_str(&event_id).unwrap_or(Uuid::nil()),
+        stream: row.get(2),
+        version: row.get(3),
+        event_type: row.get(4),
+        schema_version: row.get(5),
+        recorded_at: row.get(6),
+        body: row.get(7),
+        hash: row.get(8),
+    })
+}
