@@ -1,0 +1,93 @@
+//! What the black-box tests share: a fresh database on each backend, and sample events.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use hpki_backoffice::clock::{ManualClock, SharedClock};
+use hpki_backoffice::store::{ExpectedVersion, Store};
+use hpki_events::vocabulary::{ApplicationReceived, Channel, Source};
+use hpki_events::{Actor, Event, Metadata, NewEvent};
+use time::macros::datetime;
+
+/// A fresh, empty database: a temporary SQLite file, or a new schema on the PostgreSQL server.
+pub struct TestDb {
+    pub backend: &'static str,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hpki.db").display());
+    TestDb { backend: "sqlite", url, _dir: Some(dir) }
+}
+
+/// The server PostgreSQL tests run against. On CI it must be reachable: a test fails, never
+/// skips, when it is not.
+pub fn postgres_server() -> String {
+    std::env::var("HPKI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub async fn postgres() -> TestDb {
+    let server = postgres_server();
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let conn = sqlx::postgres::PgPool::connect(&server).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {server}: {e}\n\
+             The store tests run on SQLite and PostgreSQL. Start PostgreSQL (see README.md) \
+             or point HPKI_TEST_POSTGRES_URL at one."
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&conn).await.unwrap();
+    conn.close().await;
+    let sep = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{sep}options=-c%20search_path%3D{schema}");
+    TestDb { backend: "postgres", url, _dir: None }
+}
+
+/// Both backends, SQLite first.
+pub async fn both() -> Vec<TestDb> {
+    vec![sqlite(), postgres().await]
+}
+
+pub fn clock() -> Arc<ManualClock> {
+    ManualClock::new(datetime!(2026-11-22 00:00 UTC))
+}
+
+pub async fn open(db: &TestDb, clock: SharedClock) -> Store {
+    Store::open(&db.url, clock).await.unwrap_or_else(|e| panic!("{}: {e}", db.backend))
+}
+
+pub fn application(n: u64) -> Event {
+    Event::ApplicationReceived(ApplicationReceived {
+        authority: if n % 2 == 0 { "jma".into() } else { "jpa".into() },
+        registry_number: format!("{:06}", n % 1_000_000),
+        name_kanji: "山田 太郎".into(),
+        name_kana: "ヤマダ タロウ".into(),
+        name_romaji: "YAMADA TARO".into(),
+        email: format!("applicant{n}@example.jp"),
+        source: Source { channel: Channel::Web, batch: None },
+    })
+}
+
+pub fn meta() -> Metadata {
+    Metadata::new(Actor::parse("staff:suzuki").unwrap())
+}
+
+/// Appends `n` applications, one stream each, in one append.
+pub async fn seed(store: &Store, n: u64) {
+    let appends = (0..n)
+        .map(|i| hpki_backoffice::store::StreamAppend {
+            stream: format!("application-{i}"),
+            expected: ExpectedVersion::NoStream,
+            events: vec![NewEvent::new(application(i))],
+        })
+        .collect();
+    store.append(appends, meta()).await.unwrap();
+}
+
+/// A throwaway audit key for tests.
+pub fn audit_key() -> hpki_backoffice::audit::AuditKey {
+    let dir = tempfile::tempdir().unwrap();
+    hpki_backoffice::audit::AuditKey::load_or_generate(&dir.path().join("audit.pem")).unwrap().0
+}
