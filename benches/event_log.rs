@@ -1,0 +1,150 @@
+//! Event-log benchmarks for BENCHMARKS.md. Run: `cargo bench --bench event_log [-- EVENTS]`
+//! (default 1,000,000). Needs PostgreSQL at $HPKI_TEST_POSTGRES_URL
+//! (default postgres://postgres@127.0.0.1:5432/test) and `pgbench` on the PATH.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hpki_backoffice::audit::{self, AuditKey};
+use hpki_backoffice::clock::{SharedClock, SystemClock};
+use hpki_backoffice::projection_runner;
+use hpki_backoffice::store::{ExpectedVersion, Store, StreamAppend};
+use hpki_events::vocabulary::{ApplicationReceived, Channel, Source};
+use hpki_events::{Actor, Event, Metadata, NewEvent};
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new(Event::ApplicationReceived(ApplicationReceived {
+        authority: "jma".into(),
+        registry_number: format!("{:06}", n % 1_000_000),
+        name_kanji: "山田 太郎".into(),
+        name_kana: "ヤマダ タロウ".into(),
+        name_romaji: "YAMADA TARO".into(),
+        email: format!("applicant{n}@example.jp"),
+        source: Source { channel: Channel::Csv, batch: Some(hpki_events::vocabulary::BatchRow { file_sha256: "ab".repeat(32), line: n }) },
+    }))
+}
+
+fn meta() -> Metadata {
+    Metadata::new(Actor::parse("system:bench").unwrap())
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn batched(store: &Store, total: u64) -> f64 {
+    let started = Instant::now();
+    for batch in 0..total / 1_000 {
+        let appends = (0..1_000u64)
+            .map(|i| StreamAppend {
+                // 10,000 streams of 100 events: the fold keeps 10,000 documents.
+                stream: format!("application-{}", (batch * 1_000 + i) % 10_000),
+                expected: ExpectedVersion::Any,
+                events: vec![event(batch * 1_000 + i)],
+            })
+            .collect();
+        store.append(appends, meta()).await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn concurrent(store: &Store, clients: u64, each: u64) -> f64 {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let stream = format!("qr-{c}-{i}");
+                    store.append_to(&stream, ExpectedVersion::NoStream, vec![event(i)], meta()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (clients * each) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn pgbench(server: &str) -> f64 {
+    let psql = |sql: &str| {
+        std::process::Command::new("psql").args([server, "-qc", sql]).status().unwrap();
+    };
+    psql("DROP TABLE IF EXISTS bench_pgbench; CREATE TABLE bench_pgbench (id bigserial PRIMARY KEY, body bytea NOT NULL)");
+    let script = std::env::temp_dir().join("hpki-pgbench.sql");
+    std::fs::write(&script, "INSERT INTO bench_pgbench (body) VALUES (convert_to(repeat('x', 400), 'UTF8'));\n").unwrap();
+    let out = std::process::Command::new("pgbench")
+        .args(["-n", "-c", "16", "-j", "2", "-T", "10", "-f"])
+        .arg(&script)
+        .arg(server)
+        .output()
+        .expect("pgbench on the PATH");
+    psql("DROP TABLE bench_pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("pgbench said: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+async fn run(backend: &str, url: &str, total: u64, clock: SharedClock) {
+    let store = Store::open(url, clock.clone()).await.unwrap();
+    let rate = batched(&store, total).await;
+    println!("{backend}: batched append, {total} events in batches of 1,000: {rate:.0} events/s");
+
+    let started = Instant::now();
+    let out = std::env::temp_dir().join(format!("hpki-bench-replay-{}.db", uuid::Uuid::new_v4()));
+    let replay = projection_runner::replay_as_of(&store, clock.now(), &out, &|_| {}).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    println!("{backend}: replay (read + fold {} events, write {} documents): {secs:.2} s", replay.position, replay.documents);
+    let _ = std::fs::remove_file(&out);
+
+    let started = Instant::now();
+    projection_runner::rebuild(&store, None, &|_| {}).await.unwrap();
+    println!("{backend}: projections rebuild from 0: {:.2} s", started.elapsed().as_secs_f64());
+
+    let dir = std::env::temp_dir().join(format!("hpki-bench-key-{}", uuid::Uuid::new_v4()));
+    let key = AuditKey::load_or_generate(&dir.join("audit.pem")).unwrap().0;
+    audit::checkpoint(&store, &key, clock.as_ref()).await.unwrap();
+    let started = Instant::now();
+    let summary = audit::verify(&store, &key.public(), &|_| {}).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    println!("{backend}: audit verify {} events: {secs:.2} s = {:.0} events/s", summary.events, summary.events as f64 / secs);
+    println!("{backend}: peak RSS of the benchmark process so far: {:.0} MB", peak_rss_mb());
+
+    if backend == "postgres" {
+        let ours = concurrent(&store, 16, 2_000).await;
+        let server = std::env::var("HPKI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let theirs = pgbench(&server);
+        println!(
+            "postgres: single-event appends, 16 concurrent clients: {ours:.0} events/s; pgbench single-row INSERT, 16 clients: {theirs:.0} tps; ratio {:.0}%",
+            100.0 * ours / theirs
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let total: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let clock: SharedClock = Arc::new(SystemClock);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+    run("sqlite", &sqlite, total, clock.clone()).await;
+
+    let server = std::env::var("HPKI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&server).await.expect("PostgreSQL for the benchmark");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+    let url = format!("{server}?options=-c%20search_path%3D{schema}");
+    run("postgres", &url, total, clock).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await.unwrap();
+}
