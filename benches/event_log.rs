@@ -20,7 +20,13 @@ fn event(n: u64) -> NewEvent {
         name_kana: "ヤマダ タロウ".into(),
         name_romaji: "YAMADA TARO".into(),
         email: format!("applicant{n}@example.jp"),
-        source: Source { channel: Channel::Csv, batch: Some(hpki_events::vocabulary::BatchRow { file_sha256: "ab".repeat(32), line: n }) },
+        source: Source {
+            channel: Channel::Csv,
+            batch: Some(hpki_events::vocabulary::BatchRow {
+                file_sha256: "ab".repeat(32),
+                line: n,
+            }),
+        },
     }))
 }
 
@@ -62,7 +68,10 @@ async fn concurrent(store: &Store, clients: u64, each: u64) -> f64 {
             tokio::spawn(async move {
                 for i in 0..each {
                     let stream = format!("qr-{c}-{i}");
-                    store.append_to(&stream, ExpectedVersion::NoStream, vec![event(i)], meta()).await.unwrap();
+                    store
+                        .append_to(&stream, ExpectedVersion::NoStream, vec![event(i)], meta())
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -75,11 +84,20 @@ async fn concurrent(store: &Store, clients: u64, each: u64) -> f64 {
 
 fn pgbench(server: &str) -> f64 {
     let psql = |sql: &str| {
-        std::process::Command::new("psql").args([server, "-qc", sql]).status().unwrap();
+        std::process::Command::new("psql")
+            .args([server, "-qc", sql])
+            .status()
+            .unwrap();
     };
-    psql("DROP TABLE IF EXISTS bench_pgbench; CREATE TABLE bench_pgbench (id bigserial PRIMARY KEY, body bytea NOT NULL)");
+    psql(
+        "DROP TABLE IF EXISTS bench_pgbench; CREATE TABLE bench_pgbench (id bigserial PRIMARY KEY, body bytea NOT NULL)",
+    );
     let script = std::env::temp_dir().join("hpki-pgbench.sql");
-    std::fs::write(&script, "INSERT INTO bench_pgbench (body) VALUES (convert_to(repeat('x', 400), 'UTF8'));\n").unwrap();
+    std::fs::write(
+        &script,
+        "INSERT INTO bench_pgbench (body) VALUES (convert_to(repeat('x', 400), 'UTF8'));\n",
+    )
+    .unwrap();
     let out = std::process::Command::new("pgbench")
         .args(["-n", "-c", "16", "-j", "2", "-T", "10", "-f"])
         .arg(&script)
@@ -92,7 +110,12 @@ fn pgbench(server: &str) -> f64 {
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("pgbench said: {text}{}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench said: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 async fn run(backend: &str, url: &str, total: u64, clock: SharedClock) {
@@ -102,27 +125,49 @@ async fn run(backend: &str, url: &str, total: u64, clock: SharedClock) {
 
     let started = Instant::now();
     let out = std::env::temp_dir().join(format!("hpki-bench-replay-{}.db", uuid::Uuid::new_v4()));
-    let replay = projection_runner::replay_as_of(&store, clock.now(), &out, &|_| {}).await.unwrap();
+    let replay = projection_runner::replay_as_of(&store, clock.now(), &out, &|_| {})
+        .await
+        .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    println!("{backend}: replay (read + fold {} events, write {} documents): {secs:.2} s", replay.position, replay.documents);
+    println!(
+        "{backend}: replay (read + fold {} events, write {} documents): {secs:.2} s",
+        replay.position, replay.documents
+    );
     let _ = std::fs::remove_file(&out);
 
     let started = Instant::now();
-    projection_runner::rebuild(&store, None, &|_| {}).await.unwrap();
-    println!("{backend}: projections rebuild from 0: {:.2} s", started.elapsed().as_secs_f64());
+    projection_runner::rebuild(&store, None, &|_| {})
+        .await
+        .unwrap();
+    println!(
+        "{backend}: projections rebuild from 0: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let dir = std::env::temp_dir().join(format!("hpki-bench-key-{}", uuid::Uuid::new_v4()));
-    let key = AuditKey::load_or_generate(&dir.join("audit.pem")).unwrap().0;
-    audit::checkpoint(&store, &key, clock.as_ref()).await.unwrap();
+    let key = AuditKey::load_or_generate(&dir.join("audit.pem"))
+        .unwrap()
+        .0;
+    audit::checkpoint(&store, &key, clock.as_ref())
+        .await
+        .unwrap();
     let started = Instant::now();
     let summary = audit::verify(&store, &key.public(), &|_| {}).await.unwrap();
     let secs = started.elapsed().as_secs_f64();
-    println!("{backend}: audit verify {} events: {secs:.2} s = {:.0} events/s", summary.events, summary.events as f64 / secs);
-    println!("{backend}: peak RSS of the benchmark process so far: {:.0} MB", peak_rss_mb());
+    println!(
+        "{backend}: audit verify {} events: {secs:.2} s = {:.0} events/s",
+        summary.events,
+        summary.events as f64 / secs
+    );
+    println!(
+        "{backend}: peak RSS of the benchmark process so far: {:.0} MB",
+        peak_rss_mb()
+    );
 
     if backend == "postgres" {
         let ours = concurrent(&store, 16, 2_000).await;
-        let server = std::env::var("HPKI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let server = std::env::var("HPKI_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let theirs = pgbench(&server);
         println!(
             "postgres: single-event appends, 16 concurrent clients: {ours:.0} events/s; pgbench single-row INSERT, 16 clients: {theirs:.0} tps; ratio {:.0}%",
@@ -133,18 +178,30 @@ async fn run(backend: &str, url: &str, total: u64, clock: SharedClock) {
 
 #[tokio::main]
 async fn main() {
-    let total: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let total: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let clock: SharedClock = Arc::new(SystemClock);
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     run("sqlite", &sqlite, total, clock.clone()).await;
 
-    let server = std::env::var("HPKI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let server = std::env::var("HPKI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&server).await.expect("PostgreSQL for the benchmark");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+    let admin = sqlx::PgPool::connect(&server)
+        .await
+        .expect("PostgreSQL for the benchmark");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
     let url = format!("{server}?options=-c%20search_path%3D{schema}");
     run("postgres", &url, total, clock).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .unwrap();
 }

@@ -39,7 +39,10 @@ pub struct AuditPublicKey(PKey<Public>);
 impl AuditKey {
     /// Reads the key, or creates it (and says so) when the file does not exist.
     pub fn load_or_generate(path: &Path) -> Result<(AuditKey, bool), KeyError> {
-        let file_error = |why: String| KeyError::File { path: path.display().to_string(), why };
+        let file_error = |why: String| KeyError::File {
+            path: path.display().to_string(),
+            why,
+        };
         if path.exists() {
             let pem = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
             let key = PKey::private_key_from_pem(&pem)
@@ -53,12 +56,16 @@ impl AuditKey {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| file_error(e.to_string()))?;
         }
-        write_private(path, &key.private_key_to_pem_pkcs8()?).map_err(|e| file_error(e.to_string()))?;
+        write_private(path, &key.private_key_to_pem_pkcs8()?)
+            .map_err(|e| file_error(e.to_string()))?;
         Ok((AuditKey(key), true))
     }
 
     pub fn public(&self) -> AuditPublicKey {
-        let der = self.0.public_key_to_der().expect("an Ed25519 key has a public half");
+        let der = self
+            .0
+            .public_key_to_der()
+            .expect("an Ed25519 key has a public half");
         AuditPublicKey(PKey::public_key_from_der(&der).expect("just encoded"))
     }
 
@@ -93,17 +100,29 @@ impl AuditPublicKey {
 fn write_private(path: &Path, pem: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(pem)
 }
 
 /// The bytes a checkpoint signs.
 pub fn checkpoint_message(position: i64, hash: &[u8], signed_at: &str) -> Vec<u8> {
-    format!("hpki-checkpoint/1\n{position}\n{}\n{signed_at}\n", hex::encode(hash)).into_bytes()
+    format!(
+        "hpki-checkpoint/1\n{position}\n{}\n{signed_at}\n",
+        hex::encode(hash)
+    )
+    .into_bytes()
 }
 
 /// Signs the current head and records the checkpoint.
-pub async fn checkpoint(store: &Store, key: &AuditKey, clock: &dyn Clock) -> anyhow::Result<CheckpointRow> {
+pub async fn checkpoint(
+    store: &Store,
+    key: &AuditKey,
+    clock: &dyn Clock,
+) -> anyhow::Result<CheckpointRow> {
     let head = store.head().await?;
     let signed_at = format_time(clock.now());
     let signature = key.sign(&checkpoint_message(head.position, &head.hash.0, &signed_at))?;
@@ -129,7 +148,11 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ok: {} events, {} checkpoints, head {}", self.events, self.checkpoints, self.head)
+        write!(
+            f,
+            "ok: {} events, {} checkpoints, head {}",
+            self.events, self.checkpoints, self.head
+        )
     }
 }
 
@@ -170,10 +193,17 @@ pub async fn verify(
 ) -> Result<Summary, VerifyError> {
     let checkpoints = store.checkpoints().await?;
     for cp in &checkpoints {
-        if !key.verifies(&checkpoint_message(cp.position, &cp.hash, &cp.signed_at), &cp.signature) {
+        if !key.verifies(
+            &checkpoint_message(cp.position, &cp.hash, &cp.signed_at),
+            &cp.signature,
+        ) {
             return Err(Tamper {
                 position: cp.position,
-                what: format!("checkpoint #{} is not signed by the audit key {} (forged or altered)", cp.id, key.key_id()),
+                what: format!(
+                    "checkpoint #{} is not signed by the audit key {} (forged or altered)",
+                    cp.id,
+                    key.key_id()
+                ),
             }
             .into());
         }
@@ -201,7 +231,11 @@ pub async fn verify(
     }
     let last = expected - 1;
 
-    if let Some(cp) = checkpoints.iter().filter(|cp| cp.position > last).max_by_key(|cp| cp.position) {
+    if let Some(cp) = checkpoints
+        .iter()
+        .filter(|cp| cp.position > last)
+        .max_by_key(|cp| cp.position)
+    {
         return Err(Tamper {
             position: last + 1,
             what: format!(
@@ -222,14 +256,24 @@ pub async fn verify(
         }
         .into());
     }
-    Ok(Summary { events: last, checkpoints: checkpoints.len(), head: prev })
+    Ok(Summary {
+        events: last,
+        checkpoints: checkpoints.len(),
+        head: prev,
+    })
 }
 
 /// Checks one stored row against the chain and returns its hash.
 pub fn check_row(row: &RawEvent, expected: i64, prev: &ChainHash) -> Result<ChainHash, Tamper> {
-    let tamper = |what: String| Tamper { position: expected, what };
+    let tamper = |what: String| Tamper {
+        position: expected,
+        what,
+    };
     if row.position != expected {
-        return Err(tamper(format!("the event is missing (the next stored event is at position {})", row.position)));
+        return Err(tamper(format!(
+            "the event is missing (the next stored event is at position {})",
+            row.position
+        )));
     }
     let indexed: Indexed = serde_json::from_slice(&row.body)
         .map_err(|e| tamper(format!("the stored bytes are not an event: {e}")))?;
@@ -249,7 +293,10 @@ pub fn check_row(row: &RawEvent, expected: i64, prev: &ChainHash) -> Result<Chai
     }
     let hash = prev.next(&row.body);
     if row.hash != hash.0 {
-        return Err(tamper("the hash does not match the stored bytes and the previous hash (contents edited)".into()));
+        return Err(tamper(
+            "the hash does not match the stored bytes and the previous hash (contents edited)"
+                .into(),
+        ));
     }
     Ok(hash)
 }
@@ -258,7 +305,11 @@ fn check_checkpoints(cps: &[&CheckpointRow], hash: &ChainHash) -> Result<(), Tam
     match cps.iter().find(|cp| cp.hash != hash.0) {
         Some(cp) => Err(Tamper {
             position: cp.position,
-            what: format!("checkpoint #{} signed hash {} but the log now has {hash} there", cp.id, hex::encode(&cp.hash)),
+            what: format!(
+                "checkpoint #{} signed hash {} but the log now has {hash} there",
+                cp.id,
+                hex::encode(&cp.hash)
+            ),
         }),
         None => Ok(()),
     }

@@ -51,8 +51,11 @@ pub const JST: UtcOffset = match UtcOffset::from_hms(9, 0, 0) {
 
 /// A time as staff read it: `2026-11-22 16:44:00 JST`.
 pub fn show_jst(at: OffsetDateTime) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] JST");
-    at.to_offset(JST).format(&format).expect("every time formats")
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] JST");
+    at.to_offset(JST)
+        .format(&format)
+        .expect("every time formats")
 }
 
 #[cfg(test)]
@@ -62,7 +65,10 @@ mod tests {
 
     #[test]
     fn jst_is_nine_hours_ahead() {
-        assert_eq!(show_jst(datetime!(2026-11-22 15:00 UTC)), "2026-11-23 00:00:00 JST");
+        assert_eq!(
+            show_jst(datetime!(2026-11-22 15:00 UTC)),
+            "2026-11-23 00:00:00 JST"
+        );
     }
 
     #[test]

@@ -64,13 +64,20 @@ impl Default for Config {
         Config {
             database_url: "sqlite://var/hpki.db".into(),
             data_dir: "var".into(),
-            server: Server { listen: "127.0.0.1:8080".into() },
+            server: Server {
+                listen: "127.0.0.1:8080".into(),
+            },
             audit: Audit {
                 key_file: "var/keys/audit-ed25519.pem".into(),
                 checkpoint_schedule: "0 0 * * * *".into(),
             },
-            projections: Projections { poll_interval_ms: 1000 },
-            log: Log { format: LogFormat::Text, level: "info".into() },
+            projections: Projections {
+                poll_interval_ms: 1000,
+            },
+            log: Log {
+                format: LogFormat::Text,
+                level: "info".into(),
+            },
         }
     }
 }

@@ -35,14 +35,23 @@ struct End {
 }
 
 /// Writes the whole log; returns the number of events written.
-pub async fn export(store: &Store, out: &mut dyn Write, progress: &dyn Fn(i64)) -> anyhow::Result<i64> {
+pub async fn export(
+    store: &Store,
+    out: &mut dyn Write,
+    progress: &dyn Fn(i64),
+) -> anyhow::Result<i64> {
     let mut count = 0;
     let mut head = GENESIS_HASH;
     let mut rows = std::pin::pin!(store.read_all(0));
     while let Some(row) = rows.try_next().await? {
-        let body = String::from_utf8(row.body)
-            .map_err(|_| anyhow::anyhow!("position {}: stored bytes are not UTF-8", row.position))?;
-        let line = EventLine { position: row.position, hash: hex::encode(&row.hash), body };
+        let body = String::from_utf8(row.body).map_err(|_| {
+            anyhow::anyhow!("position {}: stored bytes are not UTF-8", row.position)
+        })?;
+        let line = EventLine {
+            position: row.position,
+            hash: hex::encode(&row.hash),
+            body,
+        };
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;
         head = ChainHash::from_slice(&row.hash).unwrap_or(head);
@@ -51,7 +60,15 @@ pub async fn export(store: &Store, out: &mut dyn Write, progress: &dyn Fn(i64)) 
             progress(count);
         }
     }
-    serde_json::to_writer(&mut *out, &EndLine { end: End { events: count, head_hash: head.to_hex() } })?;
+    serde_json::to_writer(
+        &mut *out,
+        &EndLine {
+            end: End {
+                events: count,
+                head_hash: head.to_hex(),
+            },
+        },
+    )?;
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(count)
@@ -60,7 +77,11 @@ pub async fn export(store: &Store, out: &mut dyn Write, progress: &dyn Fn(i64)) 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{file}:{line}: {what}")]
-    Line { file: String, line: u64, what: String },
+    Line {
+        file: String,
+        line: u64,
+        what: String,
+    },
     #[error("{file}: {what}")]
     File { file: String, what: String },
     #[error(transparent)]
@@ -76,20 +97,33 @@ pub async fn import(
     input: impl BufRead,
     progress: &dyn Fn(i64),
 ) -> Result<i64, ImportError> {
-    let file_error = |what: String| ImportError::File { file: name.to_owned(), what };
+    let file_error = |what: String| ImportError::File {
+        file: name.to_owned(),
+        what,
+    };
     let mut tx = store.begin_import().await?;
     let held = store.count_events().await?;
     if held > 0 {
-        return Err(file_error(format!("the store already holds {held} events; import only into an empty store")));
+        return Err(file_error(format!(
+            "the store already holds {held} events; import only into an empty store"
+        )));
     }
-    let mut head = Head { position: 0, hash: GENESIS_HASH, recorded_at: 0 };
+    let mut head = Head {
+        position: 0,
+        hash: GENESIS_HASH,
+        recorded_at: 0,
+    };
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut ended = false;
     let mut line_no = 0u64;
     let mut versions: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for line in input.lines() {
         line_no += 1;
-        let at = |what: String| ImportError::Line { file: name.to_owned(), line: line_no, what };
+        let at = |what: String| ImportError::Line {
+            file: name.to_owned(),
+            line: line_no,
+            what,
+        };
         let line = line.map_err(|e| at(format!("cannot read: {e}")))?;
         if line.trim().is_empty() {
             continue;
@@ -98,7 +132,8 @@ pub async fn import(
             return Err(at("a line follows the end line".into()));
         }
         if line.starts_with("{\"end\"") {
-            let end: EndLine = serde_json::from_str(&line).map_err(|e| at(format!("bad end line: {e}")))?;
+            let end: EndLine =
+                serde_json::from_str(&line).map_err(|e| at(format!("bad end line: {e}")))?;
             if end.end.events != head.position || end.end.head_hash != head.hash.to_hex() {
                 return Err(at(format!(
                     "the end line says {} events ending in {}, but the file holds {} ending in {}",
@@ -117,7 +152,11 @@ pub async fn import(
             )));
         }
         *version = row.version;
-        head = Head { position: row.position, hash: row.hash, recorded_at: row.recorded_at };
+        head = Head {
+            position: row.position,
+            hash: row.hash,
+            recorded_at: row.recorded_at,
+        };
         batch.push(row);
         if batch.len() == IMPORT_BATCH {
             tx.insert(&batch).await?;
@@ -126,7 +165,9 @@ pub async fn import(
         }
     }
     if !ended {
-        return Err(file_error(format!("the file is truncated: no end line after line {line_no}")));
+        return Err(file_error(format!(
+            "the file is truncated: no end line after line {line_no}"
+        )));
     }
     tx.insert(&batch).await?;
     tx.finish(head).await?;
@@ -135,24 +176,38 @@ pub async fn import(
 
 /// Checks one exported event against the chain so far and turns it into a row.
 fn parse_line(line: &str, head: &Head) -> Result<Row, String> {
-    let line: EventLine = serde_json::from_str(line).map_err(|e| format!("not an event line: {e}"))?;
+    let line: EventLine =
+        serde_json::from_str(line).map_err(|e| format!("not an event line: {e}"))?;
     let expected = head.position + 1;
     if line.position != expected {
-        return Err(format!("position {} where {expected} was expected (lines missing or reordered)", line.position));
+        return Err(format!(
+            "position {} where {expected} was expected (lines missing or reordered)",
+            line.position
+        ));
     }
     let bytes = line.body.into_bytes();
-    let body = Body::decode(&bytes).map_err(|e| format!("position {expected}: the body is not an event: {e}"))?;
+    let body = Body::decode(&bytes)
+        .map_err(|e| format!("position {expected}: the body is not an event: {e}"))?;
     if body.position != expected {
-        return Err(format!("position {expected}: the body says position {}", body.position));
+        return Err(format!(
+            "position {expected}: the body says position {}",
+            body.position
+        ));
     }
     let hash = head.hash.next(&bytes);
     if line.hash != hash.to_hex() {
-        return Err(format!("position {expected}: the hash does not match the body and the previous hash"));
+        return Err(format!(
+            "position {expected}: the hash does not match the body and the previous hash"
+        ));
     }
-    let recorded_at = body.recorded_at().map_err(|e| format!("position {expected}: {e}"))?;
+    let recorded_at = body
+        .recorded_at()
+        .map_err(|e| format!("position {expected}: {e}"))?;
     let recorded_micros = hpki_events::envelope::unix_micros(recorded_at);
     if recorded_micros < head.recorded_at {
-        return Err(format!("position {expected}: recorded_at goes back in time"));
+        return Err(format!(
+            "position {expected}: recorded_at goes back in time"
+        ));
     }
     let event = Event::decode(&body.event_type, body.schema_version, body.payload.clone())
         .map_err(|e| format!("position {expected}: {e}"))?;

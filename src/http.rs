@@ -44,7 +44,9 @@ async fn observe(
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
     let response = next.call(req).await?;
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
@@ -56,7 +58,9 @@ async fn observe(
 }
 
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n")
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok\n")
 }
 
 /// Ready when the database answers, every migration is applied and every projection has
@@ -78,13 +82,19 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "migrations_applied": migrations,
         "projections_behind": lagging,
     });
-    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(all) = crate::projection_runner::status(&state.store).await {
         for s in all {
-            state.metrics.set_projection_lag(s.name, s.head - s.position);
+            state
+                .metrics
+                .set_projection_lag(s.name, s.head - s.position);
         }
     }
     HttpResponse::Ok()

@@ -108,7 +108,10 @@ fn main() -> ExitCode {
             config
         }
         Err(error) => {
-            eprintln!("error: configuration: {}", error.to_string().replace('\n', "; "));
+            eprintln!(
+                "error: configuration: {}",
+                error.to_string().replace('\n', "; ")
+            );
             return ExitCode::from(1);
         }
     };
@@ -126,7 +129,9 @@ fn main() -> ExitCode {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HPKI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -138,7 +143,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
             let running = serve::start(&config, clock).await?;
-            println!("hpki: serving on http://{} (Ctrl-C stops)", config.server.listen.replace(":0", &format!(":{}", running.port)));
+            println!(
+                "hpki: serving on http://{} (Ctrl-C stops)",
+                config
+                    .server
+                    .listen
+                    .replace(":0", &format!(":{}", running.port))
+            );
             running.done.await??;
         }
         Command::Migrate => {
@@ -147,8 +158,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Verify { public_key }) => {
             let key = match public_key {
-                Some(path) => AuditPublicKey::from_pem(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-                    .with_context(|| format!("{} is not a PEM public key", path.display()))?,
+                Some(path) => AuditPublicKey::from_pem(
+                    &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                )
+                .with_context(|| format!("{} is not a PEM public key", path.display()))?,
                 None => serve::audit_key(&config)?.public(),
             };
             let store = open_store(&config, clock).await?;
@@ -168,7 +181,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let store = open_store(&config, clock.clone()).await?;
             let key = serve::audit_key(&config)?;
             let cp = audit::checkpoint(&store, &key, clock.as_ref()).await?;
-            println!("checkpoint #{} signed: position {}, hash {}, key {}", cp.id, cp.position, hex::encode(&cp.hash), cp.key_id);
+            println!(
+                "checkpoint #{} signed: position {}, hash {}, key {}",
+                cp.id,
+                cp.position,
+                hex::encode(&cp.hash),
+                cp.key_id
+            );
         }
         Command::Audit(AuditCommand::PublicKey) => {
             print!("{}", serve::audit_key(&config)?.public().to_pem());
@@ -180,35 +199,61 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let count = match &output {
                 Some(path) => {
                     let tmp = path.with_extension("partial");
-                    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+                    let mut file = std::io::BufWriter::new(
+                        std::fs::File::create(&tmp)
+                            .with_context(|| format!("creating {}", tmp.display()))?,
+                    );
                     let count = export::export(&store, &mut file, &progress).await?;
                     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
                     std::fs::rename(&tmp, path)?;
                     count
                 }
-                None => export::export(&store, &mut std::io::BufWriter::new(std::io::stdout().lock()), &progress).await?,
+                None => {
+                    export::export(
+                        &store,
+                        &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                        &progress,
+                    )
+                    .await?
+                }
             };
             bar.finish_and_clear();
             eprintln!("exported {count} events");
         }
         Command::Events(EventsCommand::Import { file }) => {
             let store = open_store(&config, clock).await?;
-            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
             let bar = counter("importing", 0);
-            let count = export::import(&store, &file.display().to_string(), BufReader::new(input), &|n| bar.set_position(n as u64)).await;
+            let count = export::import(
+                &store,
+                &file.display().to_string(),
+                BufReader::new(input),
+                &|n| bar.set_position(n as u64),
+            )
+            .await;
             bar.finish_and_clear();
             println!("imported {} events; nothing else was written", count?);
         }
         Command::Projections(ProjectionsCommand::Status) => {
             let store = open_store(&config, clock).await?;
             for s in projection_runner::status(&store).await? {
-                println!("{:<20} at {:>10} of {:>10} ({} behind)", s.name, s.position, s.head, s.head - s.position);
+                println!(
+                    "{:<20} at {:>10} of {:>10} ({} behind)",
+                    s.name,
+                    s.position,
+                    s.head,
+                    s.head - s.position
+                );
             }
         }
         Command::Projections(ProjectionsCommand::Rebuild { name }) => {
             let store = open_store(&config, clock).await?;
             let bar = counter("rebuilding", store.head().await?.position);
-            let done = projection_runner::rebuild(&store, name.as_deref(), &|n| bar.set_position(n as u64)).await?;
+            let done = projection_runner::rebuild(&store, name.as_deref(), &|n| {
+                bar.set_position(n as u64)
+            })
+            .await?;
             bar.finish_and_clear();
             for (name, position) in done {
                 println!("rebuilt {name} up to position {position}");
@@ -218,13 +263,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let store = open_store(&config, clock).await?;
             let output = output.unwrap_or_else(|| {
                 let stamp = hpki_events::envelope::format_time(as_of).replace([':', '.'], "");
-                config.data_dir.join("replay").join(format!("as-of-{stamp}.db"))
+                config
+                    .data_dir
+                    .join("replay")
+                    .join(format!("as-of-{stamp}.db"))
             });
             if let Some(dir) = output.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let bar = counter("replaying", store.head().await?.position);
-            let replay = projection_runner::replay_as_of(&store, as_of, &output, &|n| bar.set_position(n as u64)).await?;
+            let replay = projection_runner::replay_as_of(&store, as_of, &output, &|n| {
+                bar.set_position(n as u64)
+            })
+            .await?;
             bar.finish_and_clear();
             println!(
                 "state as of {} ({}): position {}, hash {}, {} documents, written to {}",

@@ -45,24 +45,59 @@ impl Default for Metrics {
         });
         let lag = Family::<ProjectionLabels, Gauge>::default();
         let appended = Counter::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
-        registry.register("projection_lag_events", "Events a projection has yet to apply", lag.clone());
-        registry.register("events_appended", "Events appended to the log by this process", appended.clone());
-        Metrics { registry, requests, latency, lag, appended, appended_seen: Mutex::new(0) }
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "projection_lag_events",
+            "Events a projection has yet to apply",
+            lag.clone(),
+        );
+        registry.register(
+            "events_appended",
+            "Events appended to the log by this process",
+            appended.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            lag,
+            appended,
+            appended_seen: Mutex::new(0),
+        }
     }
 }
 
 impl Metrics {
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.requests
-            .get_or_create(&RequestLabels { method: method.into(), route: route.into(), status })
+            .get_or_create(&RequestLabels {
+                method: method.into(),
+                route: route.into(),
+                status,
+            })
             .inc();
-        self.latency.get_or_create(&RouteLabels { route: route.into() }).observe(seconds);
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.into(),
+            })
+            .observe(seconds);
     }
 
     pub fn set_projection_lag(&self, projection: &str, lag: i64) {
-        self.lag.get_or_create(&ProjectionLabels { projection: projection.into() }).set(lag);
+        self.lag
+            .get_or_create(&ProjectionLabels {
+                projection: projection.into(),
+            })
+            .set(lag);
     }
 
     /// The Prometheus text; `appended` is the store's running count of events appended.
@@ -73,7 +108,8 @@ impl Metrics {
             *seen = appended;
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 }

@@ -22,14 +22,20 @@ pub async fn catch_up(store: &Store, projection: &dyn Projection) -> anyhow::Res
     loop {
         let from = store.projection_checkpoint(name).await?;
         let page = store.read_page(from, BATCH).await?;
-        let Some(last) = page.last() else { return Ok(from) };
+        let Some(last) = page.last() else {
+            return Ok(from);
+        };
         let mut changes = Vec::new();
         for row in &page {
-            let event = row.decode().with_context(|| format!("projection {name} cannot read the log"))?;
+            let event = row
+                .decode()
+                .with_context(|| format!("projection {name} cannot read the log"))?;
             changes.extend(projection.apply(&event));
         }
         // When another runner moved the checkpoint first, read again from where it is now.
-        store.apply_projection(name, from, last.position, &changes).await?;
+        store
+            .apply_projection(name, from, last.position, &changes)
+            .await?;
     }
 }
 
@@ -39,7 +45,11 @@ pub async fn follow(store: Store, projections: Vec<Box<dyn Projection>>, poll: D
     loop {
         for projection in &projections {
             if let Err(error) = catch_up(&store, projection.as_ref()).await {
-                tracing::error!(projection = projection.name(), error = format!("{error:#}"), "a projection stopped");
+                tracing::error!(
+                    projection = projection.name(),
+                    error = format!("{error:#}"),
+                    "a projection stopped"
+                );
             }
         }
         let _ = tokio::time::timeout(poll, head.changed()).await;
@@ -58,7 +68,11 @@ pub async fn status(store: &Store) -> anyhow::Result<Vec<Status>> {
     let mut out = Vec::new();
     for projection in hpki_projections::all() {
         let position = store.projection_checkpoint(projection.name()).await?;
-        out.push(Status { name: projection.name(), position, head });
+        out.push(Status {
+            name: projection.name(),
+            position,
+            head,
+        });
     }
     Ok(out)
 }
@@ -92,18 +106,30 @@ async fn fold(
 }
 
 /// Rebuilds projections from position 0 and swaps their documents in one transaction each.
-pub async fn rebuild(store: &Store, only: Option<&str>, progress: &dyn Fn(i64)) -> anyhow::Result<Vec<(&'static str, i64)>> {
-    let projections: Vec<_> =
-        hpki_projections::all().into_iter().filter(|p| only.is_none_or(|name| p.name() == name)).collect();
+pub async fn rebuild(
+    store: &Store,
+    only: Option<&str>,
+    progress: &dyn Fn(i64),
+) -> anyhow::Result<Vec<(&'static str, i64)>> {
+    let projections: Vec<_> = hpki_projections::all()
+        .into_iter()
+        .filter(|p| only.is_none_or(|name| p.name() == name))
+        .collect();
     if projections.is_empty() {
         let known: Vec<_> = hpki_projections::all().iter().map(|p| p.name()).collect();
-        anyhow::bail!("no projection is named {:?} (known: {})", only.unwrap_or_default(), known.join(", "));
+        anyhow::bail!(
+            "no projection is named {:?} (known: {})",
+            only.unwrap_or_default(),
+            known.join(", ")
+        );
     }
     let (models, last) = fold(store, &projections, None, progress).await?;
     let position = last.map_or(0, |row| row.position);
     let mut done = Vec::new();
     for (projection, model) in projections.iter().zip(models) {
-        store.replace_projection(projection.name(), &model.docs, position).await?;
+        store
+            .replace_projection(projection.name(), &model.docs, position)
+            .await?;
         done.push((projection.name(), position));
     }
     Ok(done)
@@ -127,22 +153,33 @@ pub async fn replay_as_of(
     progress: &dyn Fn(i64),
 ) -> anyhow::Result<Replay> {
     if out.exists() {
-        anyhow::bail!("{} already exists; a replay writes a new file", out.display());
+        anyhow::bail!(
+            "{} already exists; a replay writes a new file",
+            out.display()
+        );
     }
     let projections = hpki_projections::all();
     let (models, last) = fold(store, &projections, Some(as_of), progress).await?;
-    let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |row| (row.position, hex::encode(&row.hash)));
+    let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |row| {
+        (row.position, hex::encode(&row.hash))
+    });
 
     let url = format!("sqlite://{}", out.display());
-    let target = SqliteStore::connect(&url).await.with_context(|| format!("creating {}", out.display()))?;
+    let target = SqliteStore::connect(&url)
+        .await
+        .with_context(|| format!("creating {}", out.display()))?;
     let mut documents = 0;
     for (projection, model) in projections.iter().zip(&models) {
         documents += model.docs.len();
-        target.replace_projection(projection.name(), &model.docs, position).await?;
+        target
+            .replace_projection(projection.name(), &model.docs, position)
+            .await?;
     }
-    sqlx::query("CREATE TABLE replay (as_of TEXT NOT NULL, position INTEGER NOT NULL, hash TEXT NOT NULL)")
-        .execute(&target.pool)
-        .await?;
+    sqlx::query(
+        "CREATE TABLE replay (as_of TEXT NOT NULL, position INTEGER NOT NULL, hash TEXT NOT NULL)",
+    )
+    .execute(&target.pool)
+    .await?;
     sqlx::query("INSERT INTO replay VALUES (?1, ?2, ?3)")
         .bind(hpki_events::envelope::format_time(as_of))
         .bind(position)
@@ -150,5 +187,10 @@ pub async fn replay_as_of(
         .execute(&target.pool)
         .await?;
     target.pool.close().await;
-    Ok(Replay { path: out.to_owned(), position, hash, documents })
+    Ok(Replay {
+        path: out.to_owned(),
+        position,
+        hash,
+        documents,
+    })
 }

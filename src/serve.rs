@@ -43,36 +43,70 @@ pub struct Running {
 }
 
 pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Running> {
-    let schedule = cron::Schedule::from_str(&config.audit.checkpoint_schedule)
-        .with_context(|| format!("audit.checkpoint_schedule {:?} is not a cron expression", config.audit.checkpoint_schedule))?;
+    let schedule =
+        cron::Schedule::from_str(&config.audit.checkpoint_schedule).with_context(|| {
+            format!(
+                "audit.checkpoint_schedule {:?} is not a cron expression",
+                config.audit.checkpoint_schedule
+            )
+        })?;
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
 
     let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
-    tokio::spawn(projection_runner::follow(store.clone(), hpki_projections::all(), poll));
+    tokio::spawn(projection_runner::follow(
+        store.clone(),
+        hpki_projections::all(),
+        poll,
+    ));
     tokio::spawn(sign_checkpoints(store.clone(), key, clock, schedule));
 
-    let state = AppState { store: store.clone(), metrics: Arc::new(Metrics::default()) };
+    let state = AppState {
+        store: store.clone(),
+        metrics: Arc::new(Metrics::default()),
+    };
     let (server, port) = http::build(state, &config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let handle = server.handle();
-    tracing::info!(port, backend = store.db().backend(), "the back office is serving");
-    Ok(Running { port, store, server: handle, done: tokio::spawn(server) })
+    tracing::info!(
+        port,
+        backend = store.db().backend(),
+        "the back office is serving"
+    );
+    Ok(Running {
+        port,
+        store,
+        server: handle,
+        done: tokio::spawn(server),
+    })
 }
 
 /// Signs a checkpoint at every time the schedule names (read in JST).
-async fn sign_checkpoints(store: Store, key: AuditKey, clock: SharedClock, schedule: cron::Schedule) {
+async fn sign_checkpoints(
+    store: Store,
+    key: AuditKey,
+    clock: SharedClock,
+    schedule: cron::Schedule,
+) {
     loop {
         let now = clock.now();
         let now_jst = chrono::DateTime::from_timestamp(now.unix_timestamp(), now.nanosecond())
             .expect("in range")
             .with_timezone(&chrono::FixedOffset::east_opt(JST.whole_seconds()).expect("valid"));
-        let Some(next) = schedule.after(&now_jst).next() else { return };
+        let Some(next) = schedule.after(&now_jst).next() else {
+            return;
+        };
         let wait = (next.timestamp_millis() - now_jst.timestamp_millis()).max(0) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         match audit::checkpoint(&store, &key, clock.as_ref()).await {
-            Ok(cp) => tracing::info!(position = cp.position, id = cp.id, "signed a checkpoint of the log"),
-            Err(error) => tracing::error!(error = format!("{error:#}"), "signing a checkpoint failed"),
+            Ok(cp) => tracing::info!(
+                position = cp.position,
+                id = cp.id,
+                "signed a checkpoint of the log"
+            ),
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "signing a checkpoint failed")
+            }
         }
     }
 }

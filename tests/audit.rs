@@ -13,12 +13,21 @@ async fn behind_its_back(store: &Store, sql: &str) {
         Db::Sqlite(s) => {
             let bypass = "DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete;
                           DROP TRIGGER IF EXISTS checkpoints_no_update; DROP TRIGGER IF EXISTS checkpoints_no_delete;";
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{bypass}{sql}"))).execute(&s.pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{bypass}{sql}")))
+                .execute(&s.pool)
+                .await
+                .unwrap();
         }
         Db::Postgres(p) => {
             let mut tx = p.pool.begin().await.unwrap();
-            sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut *tx).await.unwrap();
+            sqlx::query("SET LOCAL session_replication_role = replica")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
             tx.commit().await.unwrap();
         }
     }
@@ -43,7 +52,10 @@ async fn signed_log(db: &TestDb) -> (Store, hpki_backoffice::audit::AuditPublicK
 async fn tamper_found(store: &Store, key: &hpki_backoffice::audit::AuditPublicKey) -> Tamper {
     match audit::verify(store, key, &|_| {}).await {
         Err(VerifyError::Tampered(t)) => t,
-        other => panic!("{}: tampering went unnoticed: {other:?}", store.db().backend()),
+        other => panic!(
+            "{}: tampering went unnoticed: {other:?}",
+            store.db().backend()
+        ),
     }
 }
 
@@ -52,9 +64,18 @@ async fn a_clean_log_verifies() {
     for db in both().await {
         let (store, key) = signed_log(&db).await;
         let summary = audit::verify(&store, &key, &|_| {}).await.unwrap();
-        assert_eq!((summary.events, summary.checkpoints), (10, 1), "{}", db.backend);
+        assert_eq!(
+            (summary.events, summary.checkpoints),
+            (10, 1),
+            "{}",
+            db.backend
+        );
         assert_eq!(summary.head, store.head().await.unwrap().hash);
-        assert!(summary.to_string().starts_with("ok: 10 events, 1 checkpoints, head "));
+        assert!(
+            summary
+                .to_string()
+                .starts_with("ok: 10 events, 1 checkpoints, head ")
+        );
     }
 }
 
@@ -63,8 +84,12 @@ async fn an_edited_payload_is_found() {
     for db in both().await {
         let (store, key) = signed_log(&db).await;
         let edit = match store.db() {
-            Db::Sqlite(_) => "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), 'applicant3@', 'attacker@') AS BLOB) WHERE position = 4",
-            Db::Postgres(_) => "UPDATE events SET body = convert_to(replace(convert_from(body, 'UTF8'), 'applicant3@', 'attacker@'), 'UTF8') WHERE position = 4",
+            Db::Sqlite(_) => {
+                "UPDATE events SET body = CAST(replace(CAST(body AS TEXT), 'applicant3@', 'attacker@') AS BLOB) WHERE position = 4"
+            }
+            Db::Postgres(_) => {
+                "UPDATE events SET body = convert_to(replace(convert_from(body, 'UTF8'), 'applicant3@', 'attacker@'), 'UTF8') WHERE position = 4"
+            }
         };
         behind_its_back(&store, edit).await;
         let t = tamper_found(&store, &key).await;
@@ -84,7 +109,10 @@ async fn an_edit_with_the_chain_recomputed_is_caught_by_the_checkpoint() {
         for row in rows {
             let mut body = row.body.clone();
             if row.position == 4 {
-                body = String::from_utf8(body).unwrap().replace("applicant3@", "attacker@").into_bytes();
+                body = String::from_utf8(body)
+                    .unwrap()
+                    .replace("applicant3@", "attacker@")
+                    .into_bytes();
             }
             prev = prev.next(&body);
             sql += &format!(
@@ -138,7 +166,14 @@ async fn a_forged_checkpoint_is_found() {
     for db in both().await {
         let (store, key) = signed_log(&db).await;
         let hash_at_3 = store.hash_at(3).await.unwrap().unwrap();
-        behind_its_back(&store, &format!("UPDATE checkpoints SET position = 3, hash = {} WHERE id = 1", blob(&store, &hash_at_3.0))).await;
+        behind_its_back(
+            &store,
+            &format!(
+                "UPDATE checkpoints SET position = 3, hash = {} WHERE id = 1",
+                blob(&store, &hash_at_3.0)
+            ),
+        )
+        .await;
         let t = tamper_found(&store, &key).await;
         assert_eq!(t.position, 3, "{}: {t}", db.backend);
         assert!(t.what.contains("checkpoint #1 is not signed"), "{t}");
@@ -157,7 +192,11 @@ async fn a_tail_truncated_below_the_last_checkpoint_is_found() {
         .await;
         let t = tamper_found(&store, &key).await;
         assert_eq!(t.position, 8, "{}: {t}", db.backend);
-        assert!(t.what.contains("the log ends at position 7 but checkpoint #1 was signed at position 10"), "{t}");
+        assert!(
+            t.what
+                .contains("the log ends at position 7 but checkpoint #1 was signed at position 10"),
+            "{t}"
+        );
     }
 }
 
@@ -165,7 +204,9 @@ async fn a_tail_truncated_below_the_last_checkpoint_is_found() {
 async fn a_checkpoint_signed_by_another_key_is_refused() {
     let db = sqlite();
     let (store, key) = signed_log(&db).await;
-    audit::checkpoint(&store, &audit_key(), &*clock()).await.unwrap();
+    audit::checkpoint(&store, &audit_key(), &*clock())
+        .await
+        .unwrap();
     let t = tamper_found(&store, &key).await;
     assert!(t.what.contains("checkpoint #2 is not signed"), "{t}");
 }

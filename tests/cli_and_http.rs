@@ -19,7 +19,11 @@ fn hpki(dir: &std::path::Path, args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -27,11 +31,24 @@ fn help_explains_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let out = hpki(dir.path(), &["--help"]);
     let help = text(&out);
-    for command in ["serve", "migrate", "audit", "events", "projections", "replay"] {
-        assert!(help.contains(command), "{command} missing from --help: {help}");
+    for command in [
+        "serve",
+        "migrate",
+        "audit",
+        "events",
+        "projections",
+        "replay",
+    ] {
+        assert!(
+            help.contains(command),
+            "{command} missing from --help: {help}"
+        );
     }
     let audit = text(&hpki(dir.path(), &["audit", "--help"]));
-    assert!(audit.contains("verify") && audit.contains("checkpoint"), "{audit}");
+    assert!(
+        audit.contains("verify") && audit.contains("checkpoint"),
+        "{audit}"
+    );
 }
 
 #[tokio::test]
@@ -45,20 +62,35 @@ async fn verify_exits_0_on_a_clean_log_and_2_naming_the_position_after_an_edit()
         assert!(out.status.success(), "{}", text(&out));
         let out = hpki(dir.path(), &["--database", url, "audit", "verify"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 4 events, 1 checkpoints, head "), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("ok: 4 events, 1 checkpoints, head "),
+            "{}",
+            text(&out)
+        );
 
         let edit = match store.db() {
-            hpki_backoffice::store::Db::Sqlite(s) => {
-                sqlx::raw_sql("DROP TRIGGER events_no_delete; DELETE FROM events WHERE position = 2").execute(&s.pool).await.map(|_| ())
-            }
-            hpki_backoffice::store::Db::Postgres(p) => {
-                sqlx::raw_sql("ALTER TABLE events DISABLE TRIGGER USER; DELETE FROM events WHERE position = 2").execute(&p.pool).await.map(|_| ())
-            }
+            hpki_backoffice::store::Db::Sqlite(s) => sqlx::raw_sql(
+                "DROP TRIGGER events_no_delete; DELETE FROM events WHERE position = 2",
+            )
+            .execute(&s.pool)
+            .await
+            .map(|_| ()),
+            hpki_backoffice::store::Db::Postgres(p) => sqlx::raw_sql(
+                "ALTER TABLE events DISABLE TRIGGER USER; DELETE FROM events WHERE position = 2",
+            )
+            .execute(&p.pool)
+            .await
+            .map(|_| ()),
         };
         edit.unwrap();
         let out = hpki(dir.path(), &["--database", url, "audit", "verify"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("TAMPERED: position 2: the event is missing"), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("TAMPERED: position 2: the event is missing"),
+            "{}",
+            text(&out)
+        );
     }
 }
 
@@ -69,49 +101,122 @@ fn export_import_and_replay_from_the_command_line() {
     let dst = format!("sqlite://{}", dir.path().join("b.db").display());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = hpki_backoffice::store::Store::open(&src, clock()).await.unwrap();
+        let store = hpki_backoffice::store::Store::open(&src, clock())
+            .await
+            .unwrap();
         seed(&store, 12).await;
     });
-    let out = hpki(dir.path(), &["--database", &src, "events", "export", "-o", "log.jsonl"]);
+    let out = hpki(
+        dir.path(),
+        &["--database", &src, "events", "export", "-o", "log.jsonl"],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    let out = hpki(dir.path(), &["--database", &dst, "events", "import", "log.jsonl"]);
+    let out = hpki(
+        dir.path(),
+        &["--database", &dst, "events", "import", "log.jsonl"],
+    );
     assert!(text(&out).contains("imported 12 events"), "{}", text(&out));
-    let out = hpki(dir.path(), &["--database", &dst, "events", "import", "log.jsonl"]);
+    let out = hpki(
+        dir.path(),
+        &["--database", &dst, "events", "import", "log.jsonl"],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("already holds 12 events"), "{}", text(&out));
+    assert!(
+        text(&out).contains("already holds 12 events"),
+        "{}",
+        text(&out)
+    );
 
-    let out = hpki(dir.path(), &["--database", &dst, "replay", "--as-of", "2026-11-22T09:00:00+09:00"]);
+    let out = hpki(
+        dir.path(),
+        &[
+            "--database",
+            &dst,
+            "replay",
+            "--as-of",
+            "2026-11-22T09:00:00+09:00",
+        ],
+    );
     let said = text(&out);
-    assert!(said.contains("state as of 2026-11-22 09:00:00 JST") && said.contains("position 12"), "{said}");
-    assert!(dir.path().join("var/replay/as-of-2026-11-22T000000000000Z.db").exists(), "{said}");
-    let out = hpki(dir.path(), &["--database", &dst, "replay", "--as-of", "yesterday"]);
-    assert!(text(&out).contains("\"yesterday\" is not an RFC 3339 time"), "{}", text(&out));
+    assert!(
+        said.contains("state as of 2026-11-22 09:00:00 JST") && said.contains("position 12"),
+        "{said}"
+    );
+    assert!(
+        dir.path()
+            .join("var/replay/as-of-2026-11-22T000000000000Z.db")
+            .exists(),
+        "{said}"
+    );
+    let out = hpki(
+        dir.path(),
+        &["--database", &dst, "replay", "--as-of", "yesterday"],
+    );
+    assert!(
+        text(&out).contains("\"yesterday\" is not an RFC 3339 time"),
+        "{}",
+        text(&out)
+    );
 
     let out = hpki(dir.path(), &["--database", &dst, "projections", "rebuild"]);
-    assert!(text(&out).contains("rebuilt streams up to position 12"), "{}", text(&out));
+    assert!(
+        text(&out).contains("rebuilt streams up to position 12"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn bad_configuration_and_database_urls_get_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hpki.toml"), "[projections]\npoll_interval_ms = \"often\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("hpki.toml"),
+        "[projections]\npoll_interval_ms = \"often\"\n",
+    )
+    .unwrap();
     let out = hpki(dir.path(), &["--config", "hpki.toml", "migrate"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: configuration:") && err.contains("projections.poll_interval_ms") && err.contains("hpki.toml"), "{err}");
+    assert!(
+        err.starts_with("error: configuration:")
+            && err.contains("projections.poll_interval_ms")
+            && err.contains("hpki.toml"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
-    let out = hpki(dir.path(), &["--database", "mysql://localhost/x", "migrate"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is neither sqlite:// nor postgres://"), "{}", text(&out));
+    let out = hpki(
+        dir.path(),
+        &["--database", "mysql://localhost/x", "migrate"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is neither sqlite:// nor postgres://"),
+        "{}",
+        text(&out)
+    );
 
-    let out = hpki(dir.path(), &["--database", "postgres://nobody:secret@127.0.0.1:1/x", "migrate"]);
+    let out = hpki(
+        dir.path(),
+        &[
+            "--database",
+            "postgres://nobody:secret@127.0.0.1:1/x",
+            "migrate",
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("cannot connect to postgres://nobody:***@127.0.0.1:1/x"), "{err}");
+    assert!(
+        err.contains("cannot connect to postgres://nobody:***@127.0.0.1:1/x"),
+        "{err}"
+    );
     assert!(!err.contains("secret"), "the password leaked: {err}");
 
     let out = hpki(dir.path(), &["--config", "missing.toml", "migrate"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml does not exist"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.toml does not exist"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]
@@ -123,7 +228,9 @@ async fn serve_answers_health_readiness_and_metrics() {
         config.server.listen = "127.0.0.1:0".into();
         config.audit.key_file = dir.path().join("audit.pem");
         config.projections.poll_interval_ms = 20;
-        let running = hpki_backoffice::serve::start(&config, clock()).await.unwrap();
+        let running = hpki_backoffice::serve::start(&config, clock())
+            .await
+            .unwrap();
         let base = format!("http://127.0.0.1:{}", running.port);
         let client = reqwest::Client::new();
 
@@ -144,11 +251,32 @@ async fn serve_answers_health_readiness_and_metrics() {
         let ready = ready.unwrap_or_else(|| panic!("{}: never ready", db.backend));
         assert_eq!(ready["migrations_applied"], true);
 
-        let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains("hpki_events_appended_total 5"), "{metrics}");
-        assert!(metrics.contains("hpki_projection_lag_events{projection=\"streams\"} 0"), "{metrics}");
-        assert!(metrics.contains("hpki_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"), "{metrics}");
-        assert!(metrics.contains("hpki_http_request_duration_seconds_bucket"), "{metrics}");
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("hpki_events_appended_total 5"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("hpki_projection_lag_events{projection=\"streams\"} 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(
+                "hpki_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("hpki_http_request_duration_seconds_bucket"),
+            "{metrics}"
+        );
         running.server.stop(true).await;
     }
 }

@@ -12,7 +12,15 @@ use hpki_projections::{Projection, Streams};
 
 async fn approve(store: &hpki_backoffice::store::Store, i: u64) {
     let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {}));
-    store.append_to(&format!("application-{i}"), ExpectedVersion::Exact(1), vec![approved], meta()).await.unwrap();
+    store
+        .append_to(
+            &format!("application-{i}"),
+            ExpectedVersion::Exact(1),
+            vec![approved],
+            meta(),
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -20,12 +28,20 @@ async fn the_runner_catches_up_resumes_and_never_applies_twice() {
     for db in both().await {
         let store = open(&db, clock()).await;
         seed(&store, 1_500).await;
-        assert_eq!(catch_up(&store, &Streams).await.unwrap(), 1_500, "{}", db.backend);
+        assert_eq!(
+            catch_up(&store, &Streams).await.unwrap(),
+            1_500,
+            "{}",
+            db.backend
+        );
         approve(&store, 7).await;
         // A new runner (as after a crash) starts from the stored checkpoint.
         let reopened = open(&db, clock()).await;
         assert_eq!(catch_up(&reopened, &Streams).await.unwrap(), 1_501);
-        let docs = store.docs("streams", Some("application"), 5_000).await.unwrap();
+        let docs = store
+            .docs("streams", Some("application"), 5_000)
+            .await
+            .unwrap();
         assert_eq!(docs.len(), 1_500);
         let seven = docs.iter().find(|(k, _)| k == "application-7").unwrap();
         assert_eq!(seven.1.body["version"], 2, "{}", db.backend);
@@ -41,8 +57,14 @@ async fn a_batch_read_after_a_stale_checkpoint_writes_nothing() {
         catch_up(&store, &Streams).await.unwrap();
         // A second runner that read from position 0 before the first committed.
         let stale = store.read_page(0, 3).await.unwrap();
-        let changes: Vec<_> = stale.iter().flat_map(|r| Streams.apply(&r.decode().unwrap())).collect();
-        let moved = store.apply_projection("streams", 0, 3, &changes).await.unwrap();
+        let changes: Vec<_> = stale
+            .iter()
+            .flat_map(|r| Streams.apply(&r.decode().unwrap()))
+            .collect();
+        let moved = store
+            .apply_projection("streams", 0, 3, &changes)
+            .await
+            .unwrap();
         assert!(!moved, "{}", db.backend);
         assert_eq!(store.projection_checkpoint("streams").await.unwrap(), 3);
     }
@@ -58,9 +80,20 @@ async fn a_rebuild_gives_the_rows_the_runner_built() {
         let incremental = store.docs("streams", None, 1_000).await.unwrap();
         let done = rebuild(&store, Some("streams"), &|_| {}).await.unwrap();
         assert_eq!(done, vec![("streams", 201)]);
-        assert_eq!(store.docs("streams", None, 1_000).await.unwrap(), incremental, "{}", db.backend);
-        let err = rebuild(&store, Some("nonsense"), &|_| {}).await.unwrap_err().to_string();
-        assert!(err.contains("no projection is named \"nonsense\" (known: streams)"), "{err}");
+        assert_eq!(
+            store.docs("streams", None, 1_000).await.unwrap(),
+            incremental,
+            "{}",
+            db.backend
+        );
+        let err = rebuild(&store, Some("nonsense"), &|_| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no projection is named \"nonsense\" (known: streams)"),
+            "{err}"
+        );
     }
 }
 
@@ -79,14 +112,32 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
         let out = dir.path().join("as-of.db");
         let as_of = time::macros::datetime!(2026-11-22 01:59:59.999999 UTC);
         let replay = replay_as_of(&store, as_of, &out, &|_| {}).await.unwrap();
-        assert_eq!((replay.position, replay.documents), (10, 10), "{}", db.backend);
+        assert_eq!(
+            (replay.position, replay.documents),
+            (10, 10),
+            "{}",
+            db.backend
+        );
 
-        let past = hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", out.display())).await.unwrap();
+        let past =
+            hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", out.display()))
+                .await
+                .unwrap();
         let docs = past.docs("streams", None, 100).await.unwrap();
         let four = docs.iter().find(|(k, _)| k == "application-4").unwrap();
-        assert_eq!(four.1.body["version"], 1, "the approval came after the instant");
-        assert_eq!(store.docs("streams", None, 100).await.unwrap(), live, "live read models changed");
-        let err = replay_as_of(&store, as_of, &out, &|_| {}).await.unwrap_err().to_string();
+        assert_eq!(
+            four.1.body["version"], 1,
+            "the approval came after the instant"
+        );
+        assert_eq!(
+            store.docs("streams", None, 100).await.unwrap(),
+            live,
+            "live read models changed"
+        );
+        let err = replay_as_of(&store, as_of, &out, &|_| {})
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("already exists"), "{err}");
         let status = projection_runner::status(&store).await.unwrap();
         assert_eq!((status[0].position, status[0].head), (11, 11));

@@ -17,13 +17,31 @@ async fn appends_read_back_in_order_with_versions_and_metadata() {
         let clock = clock();
         let store = open(&db, clock.clone()).await;
         let first = store
-            .append_to("application-1", ExpectedVersion::NoStream, vec![NewEvent::new(application(1))], meta())
+            .append_to(
+                "application-1",
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(application(1))],
+                meta(),
+            )
             .await
             .unwrap();
-        assert_eq!((first.written, first.last_position), (1, 1), "{}", db.backend);
+        assert_eq!(
+            (first.written, first.last_position),
+            (1, 1),
+            "{}",
+            db.backend
+        );
         clock.advance(time::Duration::minutes(5));
         let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {}));
-        store.append_to("application-1", ExpectedVersion::Exact(1), vec![approved.clone()], meta()).await.unwrap();
+        store
+            .append_to(
+                "application-1",
+                ExpectedVersion::Exact(1),
+                vec![approved.clone()],
+                meta(),
+            )
+            .await
+            .unwrap();
 
         let events = store.read_stream("application-1").await.unwrap();
         assert_eq!(events.len(), 2);
@@ -32,7 +50,12 @@ async fn appends_read_back_in_order_with_versions_and_metadata() {
         assert_eq!(events[1].event, approved.event);
         assert_eq!(events[1].event_id, approved.event_id);
         assert_eq!(events[1].metadata.actor.as_str(), "staff:suzuki");
-        assert_eq!(events[1].recorded_at, time::macros::datetime!(2026-11-22 00:05 UTC), "{}", db.backend);
+        assert_eq!(
+            events[1].recorded_at,
+            time::macros::datetime!(2026-11-22 00:05 UTC),
+            "{}",
+            db.backend
+        );
     }
 }
 
@@ -40,14 +63,36 @@ async fn appends_read_back_in_order_with_versions_and_metadata() {
 async fn a_conflicting_append_fails_typed_and_writes_nothing() {
     for db in both().await {
         let store = open(&db, clock()).await;
-        store.append_to("application-1", ExpectedVersion::NoStream, vec![NewEvent::new(application(1))], meta()).await.unwrap();
+        store
+            .append_to(
+                "application-1",
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(application(1))],
+                meta(),
+            )
+            .await
+            .unwrap();
         let err = store
-            .append_to("application-1", ExpectedVersion::NoStream, vec![NewEvent::new(application(1))], meta())
+            .append_to(
+                "application-1",
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(application(1))],
+                meta(),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(err, AppendError::Conflict { actual: 1, .. }), "{}: {err}", db.backend);
+        assert!(
+            matches!(err, AppendError::Conflict { actual: 1, .. }),
+            "{}: {err}",
+            db.backend
+        );
         let err = store
-            .append_to("application-1", ExpectedVersion::Exact(5), vec![NewEvent::new(application(1))], meta())
+            .append_to(
+                "application-1",
+                ExpectedVersion::Exact(5),
+                vec![NewEvent::new(application(1))],
+                meta(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, AppendError::Conflict { .. }), "{err}");
@@ -62,12 +107,24 @@ async fn a_batch_across_streams_is_all_or_nothing() {
         let store = open(&db, clock()).await;
         seed(&store, 1).await;
         let batch = vec![
-            StreamAppend { stream: "application-7".into(), expected: ExpectedVersion::NoStream, events: vec![NewEvent::new(application(7))] },
+            StreamAppend {
+                stream: "application-7".into(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![NewEvent::new(application(7))],
+            },
             // application-0 exists: this part conflicts, so application-7 must not be written either.
-            StreamAppend { stream: "application-0".into(), expected: ExpectedVersion::NoStream, events: vec![NewEvent::new(application(0))] },
+            StreamAppend {
+                stream: "application-0".into(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![NewEvent::new(application(0))],
+            },
         ];
         assert!(store.append(batch, meta()).await.is_err());
-        assert!(store.read_stream("application-7").await.unwrap().is_empty(), "{}", db.backend);
+        assert!(
+            store.read_stream("application-7").await.unwrap().is_empty(),
+            "{}",
+            db.backend
+        );
         assert_eq!(store.count_events().await.unwrap(), 1);
     }
 }
@@ -77,15 +134,44 @@ async fn appending_a_stored_event_id_again_is_a_no_op() {
     for db in both().await {
         let store = open(&db, clock()).await;
         let event = NewEvent::new(application(1));
-        store.append_to("application-1", ExpectedVersion::NoStream, vec![event.clone()], meta()).await.unwrap();
+        store
+            .append_to(
+                "application-1",
+                ExpectedVersion::NoStream,
+                vec![event.clone()],
+                meta(),
+            )
+            .await
+            .unwrap();
         // A retry after a lost answer: same id, same expected version.
-        let again = store.append_to("application-1", ExpectedVersion::NoStream, vec![event.clone()], meta()).await.unwrap();
+        let again = store
+            .append_to(
+                "application-1",
+                ExpectedVersion::NoStream,
+                vec![event.clone()],
+                meta(),
+            )
+            .await
+            .unwrap();
         assert_eq!(again.written, 0, "{}", db.backend);
         assert_eq!(store.count_events().await.unwrap(), 1);
         // Mixed with a new event, the stored id is refused rather than half-applied.
-        let rejected = NewEvent::new(Event::ApplicationRejected(ApplicationRejected { reason: "x".into() }));
-        let err = store.append_to("application-1", ExpectedVersion::Any, vec![event.clone(), rejected], meta()).await.unwrap_err();
-        assert!(matches!(err, AppendError::PartlyStored(id) if id == event.event_id), "{err}");
+        let rejected = NewEvent::new(Event::ApplicationRejected(ApplicationRejected {
+            reason: "x".into(),
+        }));
+        let err = store
+            .append_to(
+                "application-1",
+                ExpectedVersion::Any,
+                vec![event.clone(), rejected],
+                meta(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppendError::PartlyStored(id) if id == event.event_id),
+            "{err}"
+        );
         assert_eq!(store.count_events().await.unwrap(), 1);
     }
 }
@@ -94,9 +180,20 @@ async fn appending_a_stored_event_id_again_is_a_no_op() {
 async fn bad_stream_names_and_empty_appends_are_refused() {
     let db = sqlite();
     let store = open(&db, clock()).await;
-    let err = store.append_to("Application 1", ExpectedVersion::Any, vec![NewEvent::new(application(1))], meta()).await.unwrap_err();
+    let err = store
+        .append_to(
+            "Application 1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new(application(1))],
+            meta(),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, AppendError::BadStream(_)), "{err}");
-    let err = store.append_to("application-1", ExpectedVersion::Any, vec![], meta()).await.unwrap_err();
+    let err = store
+        .append_to("application-1", ExpectedVersion::Any, vec![], meta())
+        .await
+        .unwrap_err();
     assert!(matches!(err, AppendError::Empty), "{err}");
 }
 
@@ -105,10 +202,22 @@ async fn the_log_refuses_update_and_delete() {
     let db = sqlite();
     let store = open(&db, clock()).await;
     seed(&store, 2).await;
-    let hpki_backoffice::store::Db::Sqlite(s) = store.db() else { unreachable!() };
-    hpki_backoffice::audit::checkpoint(&store, &audit_key(), &*clock()).await.unwrap();
-    for sql in ["UPDATE events SET stream = 'x'", "DELETE FROM events", "DELETE FROM checkpoints"] {
-        let err = sqlx::query(sql).execute(&s.pool).await.unwrap_err().to_string();
+    let hpki_backoffice::store::Db::Sqlite(s) = store.db() else {
+        unreachable!()
+    };
+    hpki_backoffice::audit::checkpoint(&store, &audit_key(), &*clock())
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE events SET stream = 'x'",
+        "DELETE FROM events",
+        "DELETE FROM checkpoints",
+    ] {
+        let err = sqlx::query(sql)
+            .execute(&s.pool)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("append-only"), "{sql}: {err}");
     }
     assert_eq!(store.count_events().await.unwrap(), 2);
@@ -116,10 +225,23 @@ async fn the_log_refuses_update_and_delete() {
     let db = postgres().await;
     let store = open(&db, clock()).await;
     seed(&store, 2).await;
-    let hpki_backoffice::store::Db::Postgres(p) = store.db() else { unreachable!() };
-    hpki_backoffice::audit::checkpoint(&store, &audit_key(), &*clock()).await.unwrap();
-    for sql in ["UPDATE events SET stream = 'x'", "DELETE FROM events", "TRUNCATE events", "UPDATE checkpoints SET position = 0"] {
-        let err = sqlx::query(sql).execute(&p.pool).await.unwrap_err().to_string();
+    let hpki_backoffice::store::Db::Postgres(p) = store.db() else {
+        unreachable!()
+    };
+    hpki_backoffice::audit::checkpoint(&store, &audit_key(), &*clock())
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE events SET stream = 'x'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE checkpoints SET position = 0",
+    ] {
+        let err = sqlx::query(sql)
+            .execute(&p.pool)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("append-only"), "{sql}: {err}");
     }
     assert_eq!(store.count_events().await.unwrap(), 2);
@@ -144,7 +266,12 @@ async fn a_follower_sees_every_event_once_in_order_under_concurrent_writers() {
                 for i in 0..EACH {
                     let stream = format!("application-{writer}-{i}");
                     store
-                        .append_to(&stream, ExpectedVersion::NoStream, vec![NewEvent::new(application(i))], meta())
+                        .append_to(
+                            &stream,
+                            ExpectedVersion::NoStream,
+                            vec![NewEvent::new(application(i))],
+                            meta(),
+                        )
                         .await
                         .unwrap();
                 }
@@ -156,11 +283,24 @@ async fn a_follower_sees_every_event_once_in_order_under_concurrent_writers() {
         let mut last = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while last < total {
-            assert!(std::time::Instant::now() < deadline, "{}: follower stuck at {last}", db.backend);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: follower stuck at {last}",
+                db.backend
+            );
             let page = follower.read_page(last, 37).await.unwrap();
             for row in page {
-                assert_eq!(row.position, last + 1, "{}: skipped or repeated after {last}", db.backend);
-                assert!(seen.insert(row.event_id), "{}: event seen twice", db.backend);
+                assert_eq!(
+                    row.position,
+                    last + 1,
+                    "{}: skipped or repeated after {last}",
+                    db.backend
+                );
+                assert!(
+                    seen.insert(row.event_id),
+                    "{}: event seen twice",
+                    db.backend
+                );
                 last = row.position;
             }
             tokio::task::yield_now().await;
@@ -168,7 +308,11 @@ async fn a_follower_sees_every_event_once_in_order_under_concurrent_writers() {
         for task in tasks {
             task.await.unwrap();
         }
-        assert!(follower.read_page(last, 10).await.unwrap().is_empty(), "{}", db.backend);
+        assert!(
+            follower.read_page(last, 10).await.unwrap().is_empty(),
+            "{}",
+            db.backend
+        );
         assert_eq!(seen.len() as i64, total);
     }
 }

@@ -74,7 +74,11 @@ pub struct Metadata {
 
 impl Metadata {
     pub fn new(actor: Actor) -> Metadata {
-        Metadata { actor, correlation_id: Uuid::new_v4(), causation_id: None }
+        Metadata {
+            actor,
+            correlation_id: Uuid::new_v4(),
+            causation_id: None,
+        }
     }
 }
 
@@ -87,7 +91,10 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(event: Event) -> NewEvent {
-        NewEvent { event_id: Uuid::new_v4(), event }
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event,
+        }
     }
 }
 
@@ -112,7 +119,9 @@ pub struct Body {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
-    #[error("payload of {event_type} holds a non-integer number at {path}; the log stores integers only")]
+    #[error(
+        "payload of {event_type} holds a non-integer number at {path}; the log stores integers only"
+    )]
     Float { event_type: String, path: String },
     #[error("encoding the event failed: {0}")]
     Json(#[from] serde_json::Error),
@@ -147,7 +156,10 @@ impl Body {
     /// The canonical bytes.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         if let Some(path) = find_float(&self.payload, "$") {
-            return Err(EncodeError::Float { event_type: self.event_type.clone(), path });
+            return Err(EncodeError::Float {
+                event_type: self.event_type.clone(),
+                path,
+            });
         }
         Ok(serde_json::to_vec(self)?)
     }
@@ -157,8 +169,7 @@ impl Body {
     }
 
     pub fn recorded_at(&self) -> Result<OffsetDateTime, DecodeError> {
-        parse_time(&self.recorded_at)
-            .ok_or_else(|| DecodeError::BadTime(self.recorded_at.clone()))
+        parse_time(&self.recorded_at).ok_or_else(|| DecodeError::BadTime(self.recorded_at.clone()))
     }
 
     /// Upcasts and decodes the payload into the current event type.
@@ -201,7 +212,8 @@ pub fn format_time(at: OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    at.format(&format).expect("every UTC time in years 0..9999 formats")
+    at.format(&format)
+        .expect("every UTC time in years 0..9999 formats")
 }
 
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
@@ -220,7 +232,9 @@ fn find_float(value: &Value, path: &str) -> Option<String> {
             .iter()
             .enumerate()
             .find_map(|(i, v)| find_float(v, &format!("{path}[{i}]"))),
-        Value::Object(map) => map.iter().find_map(|(k, v)| find_float(v, &format!("{path}.{k}"))),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| find_float(v, &format!("{path}.{k}"))),
         _ => None,
     }
 }
@@ -231,7 +245,10 @@ mod tests {
     use crate::vocabulary::tests::sample_application;
 
     fn body() -> Body {
-        let event = NewEvent { event_id: Uuid::nil(), event: sample_application() };
+        let event = NewEvent {
+            event_id: Uuid::nil(),
+            event: sample_application(),
+        };
         let meta = Metadata {
             actor: Actor::parse("staff:suzuki").unwrap(),
             correlation_id: Uuid::nil(),
@@ -245,7 +262,9 @@ mod tests {
     fn canonical_bytes_have_sorted_keys_and_no_spaces() {
         let bytes = body().encode().unwrap();
         let text = std::str::from_utf8(&bytes).unwrap();
-        assert!(text.starts_with(r#"{"actor":"staff:suzuki","causation_id":null,"correlation_id":"#));
+        assert!(
+            text.starts_with(r#"{"actor":"staff:suzuki","causation_id":null,"correlation_id":"#)
+        );
         assert!(text.contains(r#""position":7,"recorded_at":"2026-11-22T07:44:00.500000Z","#));
         assert!(text.contains("山田"), "Japanese stays unescaped: {text}");
         assert!(!text.contains(": ") && !text.contains(", "));

@@ -13,9 +13,17 @@ pub enum DecodeError {
     #[error("event type {0:?} is not known")]
     UnknownType(String),
     #[error("{event_type} has no schema version {version} (the newest is {current})")]
-    UnknownVersion { event_type: String, version: u32, current: u32 },
+    UnknownVersion {
+        event_type: String,
+        version: u32,
+        current: u32,
+    },
     #[error("payload of {event_type} v{version} has the wrong shape: {source}")]
-    Shape { event_type: String, version: u32, source: serde_json::Error },
+    Shape {
+        event_type: String,
+        version: u32,
+        source: serde_json::Error,
+    },
     #[error("recorded_at {0:?} is not an RFC 3339 time")]
     BadTime(String),
 }
@@ -90,7 +98,10 @@ fn upcast(event_type: &str, from: u32, payload: Value) -> Result<Value, serde_js
                 name_kana: v1.name_kana,
                 name_romaji: v1.name_romaji,
                 email: v1.email,
-                source: Source { channel: v1.channel, batch: None },
+                source: Source {
+                    channel: v1.channel,
+                    batch: None,
+                },
             })
         }
         _ => Ok(payload),
@@ -169,7 +180,10 @@ pub(crate) mod tests {
             name_kana: "ヤマダ タロウ".into(),
             name_romaji: "YAMADA TARO".into(),
             email: "taro@example.jp".into(),
-            source: Source { channel: Channel::Web, batch: None },
+            source: Source {
+                channel: Channel::Web,
+                batch: None,
+            },
         })
     }
 
@@ -177,7 +191,10 @@ pub(crate) mod tests {
     fn current_payload_round_trips() {
         let event = sample_application();
         let payload = event.to_payload().unwrap();
-        assert_eq!(Event::decode("ApplicationReceived", 2, payload).unwrap(), event);
+        assert_eq!(
+            Event::decode("ApplicationReceived", 2, payload).unwrap(),
+            event
+        );
     }
 
     #[test]
@@ -187,7 +204,10 @@ pub(crate) mod tests {
             "name_kana": "ヤマダ タロウ", "name_romaji": "YAMADA TARO",
             "email": "taro@example.jp", "channel": "web"
         });
-        assert_eq!(Event::decode("ApplicationReceived", 1, v1).unwrap(), sample_application());
+        assert_eq!(
+            Event::decode("ApplicationReceived", 1, v1).unwrap(),
+            sample_application()
+        );
     }
 
     #[test]

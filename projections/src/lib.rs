@@ -24,11 +24,20 @@ pub struct Doc {
 /// What one event does to one document of a projection.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
-    Put { key: String, doc: Doc },
+    Put {
+        key: String,
+        doc: Doc,
+    },
     /// Moves the document to `list` (when given) and merges `merge` into its body
     /// (RFC 7396). A patch on a missing document does nothing.
-    Patch { key: String, list: Option<String>, merge: Value },
-    Delete { key: String },
+    Patch {
+        key: String,
+        list: Option<String>,
+        merge: Value,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 impl Change {

@@ -56,7 +56,11 @@ pub struct Appended {
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("stream {stream} is at version {actual}, not {expected:?}")]
-    Conflict { stream: String, expected: ExpectedVersion, actual: i64 },
+    Conflict {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: i64,
+    },
     #[error("event {0} is already stored, but others of the same append are not")]
     PartlyStored(Uuid),
     #[error("event {0} appears twice in one append")]
@@ -82,7 +86,10 @@ pub enum StoreError {
     #[error("event at position {position} cannot be read: {source}")]
     Decode { position: i64, source: DecodeError },
     #[error("event at position {position} is not valid JSON: {source}")]
-    Corrupt { position: i64, source: serde_json::Error },
+    Corrupt {
+        position: i64,
+        source: serde_json::Error,
+    },
     #[error("{0}")]
     Url(String),
 }
@@ -103,11 +110,16 @@ pub struct RawEvent {
 
 impl RawEvent {
     pub fn decode(&self) -> Result<RecordedEvent, StoreError> {
-        let body = Body::decode(&self.body)
-            .map_err(|source| StoreError::Corrupt { position: self.position, source })?;
+        let body = Body::decode(&self.body).map_err(|source| StoreError::Corrupt {
+            position: self.position,
+            source,
+        })?;
         let hash = ChainHash::from_slice(&self.hash).unwrap_or(ChainHash([0; 32]));
         body.into_recorded(hash)
-            .map_err(|source| StoreError::Decode { position: self.position, source })
+            .map_err(|source| StoreError::Decode {
+                position: self.position,
+                source,
+            })
     }
 }
 
@@ -175,7 +187,12 @@ impl Store {
         let (tx, rx) = mpsc::channel(1024);
         let appended = Arc::new(AtomicU64::new(0));
         tokio::spawn(write_loop(db.clone(), clock, rx, head_tx, appended.clone()));
-        Ok(Store { db, writer: tx, head: head_rx, appended })
+        Ok(Store {
+            db,
+            writer: tx,
+            head: head_rx,
+            appended,
+        })
     }
 
     /// Events this process has appended since it opened the store.
@@ -196,7 +213,11 @@ impl Store {
         check_request(&appends)?;
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Request { appends, metadata, reply })
+            .send(Request {
+                appends,
+                metadata,
+                reply,
+            })
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
@@ -210,7 +231,11 @@ impl Store {
         events: Vec<NewEvent>,
         metadata: Metadata,
     ) -> Result<Appended, AppendError> {
-        let append = StreamAppend { stream: stream.to_owned(), expected, events };
+        let append = StreamAppend {
+            stream: stream.to_owned(),
+            expected,
+            events,
+        };
         self.append(vec![append], metadata).await
     }
 
@@ -236,7 +261,8 @@ impl Store {
     pub fn read_all(&self, after: i64) -> impl Stream<Item = Result<RawEvent, StoreError>> + '_ {
         futures::stream::try_unfold(after, move |after| async move {
             let page = self.read_page(after, PAGE).await?;
-            Ok::<_, StoreError>(page.last().map(|last| (page.clone(), last.position)))
+            let next = page.last().map(|last| last.position);
+            Ok::<_, StoreError>(next.map(|next| (page, next)))
         })
         .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
         .try_flatten()
@@ -338,7 +364,10 @@ fn check_request(appends: &[StreamAppend]) -> Result<(), AppendError> {
     for append in appends {
         let valid = !append.stream.is_empty()
             && append.stream.len() <= 200
-            && append.stream.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && append
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
             return Err(AppendError::BadStream(append.stream.clone()));
         }
@@ -397,11 +426,20 @@ fn plan_one(
     recorded_at: OffsetDateTime,
     rows: &mut Vec<Row>,
 ) -> Result<Appended, AppendError> {
-    let ids: Vec<Uuid> =
-        request.appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
-    let stored = ids.iter().filter(|id| known.existing_ids.contains(id)).count();
+    let ids: Vec<Uuid> = request
+        .appends
+        .iter()
+        .flat_map(|a| a.events.iter().map(|e| e.event_id))
+        .collect();
+    let stored = ids
+        .iter()
+        .filter(|id| known.existing_ids.contains(id))
+        .count();
     if stored == ids.len() {
-        return Ok(Appended { written: 0, last_position: known.head.position });
+        return Ok(Appended {
+            written: 0,
+            last_position: known.head.position,
+        });
     }
     if let Some(id) = ids.iter().find(|id| known.existing_ids.contains(id)) {
         return Err(AppendError::PartlyStored(*id));
@@ -437,9 +475,16 @@ fn plan_one(
                 .or_insert_with(|| known.versions.get(&append.stream).copied().unwrap_or(0));
             *version += 1;
             let position = head.position + 1;
-            let body = Body::new(event, &request.metadata, &append.stream, *version, position, recorded_at)
-                .and_then(|body| body.encode())
-                .map_err(|e| AppendError::Encode(Arc::new(e)))?;
+            let body = Body::new(
+                event,
+                &request.metadata,
+                &append.stream,
+                *version,
+                position,
+                recorded_at,
+            )
+            .and_then(|body| body.encode())
+            .map_err(|e| AppendError::Encode(Arc::new(e)))?;
             let hash = head.hash.next(&body);
             new_rows.push(Row {
                 position,
@@ -452,7 +497,11 @@ fn plan_one(
                 body,
                 hash,
             });
-            head = Head { position, hash, recorded_at: unix_micros(recorded_at) };
+            head = Head {
+                position,
+                hash,
+                recorded_at: unix_micros(recorded_at),
+            };
         }
     }
 
@@ -462,7 +511,10 @@ fn plan_one(
     known.existing_ids.extend(ids.iter().copied());
     known.head = head;
     rows.extend(new_rows);
-    Ok(Appended { written: ids.len(), last_position: head.position })
+    Ok(Appended {
+        written: ids.len(),
+        last_position: head.position,
+    })
 }
 
 async fn write_loop(
@@ -502,7 +554,9 @@ async fn write_loop(
                 tracing::error!(%error, "appending a group of events failed");
                 let error = Arc::new(error);
                 for request in group {
-                    let _ = request.reply.send(Err(AppendError::Database(error.clone())));
+                    let _ = request
+                        .reply
+                        .send(Err(AppendError::Database(error.clone())));
                 }
             }
         }
@@ -517,15 +571,27 @@ async fn commit_group(
 ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
     let ids: Vec<Uuid> = group
         .iter()
-        .flat_map(|r| r.appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)))
+        .flat_map(|r| {
+            r.appends
+                .iter()
+                .flat_map(|a| a.events.iter().map(|e| e.event_id))
+        })
         .collect();
-    let mut streams: Vec<&str> =
-        group.iter().flat_map(|r| r.appends.iter().map(|a| a.stream.as_str())).collect();
+    let mut streams: Vec<&str> = group
+        .iter()
+        .flat_map(|r| r.appends.iter().map(|a| a.stream.as_str()))
+        .collect();
     streams.sort_unstable();
     streams.dedup();
     match db {
-        Db::Sqlite(db) => db.commit_group(&ids, &streams, |known| plan(group, known, now)).await,
-        Db::Postgres(db) => db.commit_group(&ids, &streams, |known| plan(group, known, now)).await,
+        Db::Sqlite(db) => {
+            db.commit_group(&ids, &streams, |known| plan(group, known, now))
+                .await
+        }
+        Db::Postgres(db) => {
+            db.commit_group(&ids, &streams, |known| plan(group, known, now))
+                .await
+        }
     }
 }
 
@@ -542,7 +608,10 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden_in_urls() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://var/x.db"), "sqlite://var/x.db");
     }

@@ -12,7 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
-use super::{Appended, AppendError, CheckpointRow, Head, Known, RawEvent, Row, StoreError, redact_url};
+use super::{
+    AppendError, Appended, CheckpointRow, Head, Known, RawEvent, Row, StoreError, redact_url,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -43,7 +45,9 @@ impl PgStore {
 
     pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
         let applied: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(applied as usize >= MIGRATOR.iter().count())
     }
 
@@ -81,7 +85,11 @@ impl PgStore {
         .into_iter()
         .collect();
 
-        let (rows, outcomes, new_head) = plan(Known { head, existing_ids, versions });
+        let (rows, outcomes, new_head) = plan(Known {
+            head,
+            existing_ids,
+            versions,
+        });
         if !rows.is_empty() {
             insert_rows(&mut tx, &rows).await?;
             set_head(&mut tx, &new_head).await?;
@@ -114,7 +122,9 @@ impl PgStore {
     }
 
     pub async fn count_events(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn insert_checkpoint(&self, cp: &CheckpointRow) -> Result<i64, StoreError> {
@@ -205,7 +215,10 @@ impl PgStore {
         position: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM read_models WHERE projection = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM read_models WHERE projection = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let docs: Vec<_> = docs.iter().collect();
         for chunk in docs.chunks(5_000) {
             let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
@@ -237,7 +250,12 @@ impl PgStore {
     }
 
     /// Documents of a projection, optionally of one list, in list order.
-    pub async fn docs(&self, name: &str, list: Option<&str>, limit: i64) -> Result<Vec<(String, Doc)>, StoreError> {
+    pub async fn docs(
+        &self,
+        name: &str,
+        list: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Doc)>, StoreError> {
         let rows = sqlx::query(
             "SELECT key, list, sort_key, body::text FROM read_models
              WHERE projection = $1 AND ($2::text IS NULL OR list = $2) ORDER BY list, sort_key LIMIT $3",
@@ -251,7 +269,11 @@ impl PgStore {
     }
 }
 
-async fn apply_change(tx: &mut Transaction<'static, Postgres>, name: &str, change: &Change) -> Result<(), StoreError> {
+async fn apply_change(
+    tx: &mut Transaction<'static, Postgres>,
+    name: &str,
+    change: &Change,
+) -> Result<(), StoreError> {
     match change {
         Change::Put { key, doc } => {
             sqlx::query(
@@ -299,8 +321,18 @@ async fn apply_change(tx: &mut Transaction<'static, Postgres>, name: &str, chang
 
 fn doc_row(row: &sqlx::postgres::PgRow) -> Result<(String, Doc), StoreError> {
     let body: String = row.get(3);
-    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { position: 0, source })?;
-    Ok((row.get(0), Doc { list: row.get(1), sort_key: row.get(2), body }))
+    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+        position: 0,
+        source,
+    })?;
+    Ok((
+        row.get(0),
+        Doc {
+            list: row.get(1),
+            sort_key: row.get(2),
+            body,
+        },
+    ))
 }
 
 async fn head(conn: &mut sqlx::PgConnection, lock: &'static str) -> Result<Head, sqlx::Error> {
@@ -309,12 +341,20 @@ async fn head(conn: &mut sqlx::PgConnection, lock: &'static str) -> Result<Head,
     } else {
         "SELECT position, hash, recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
     };
-    let (position, hash, recorded_at): (i64, Vec<u8>, i64) = sqlx::query_as(sql).fetch_one(conn).await?;
+    let (position, hash, recorded_at): (i64, Vec<u8>, i64) =
+        sqlx::query_as(sql).fetch_one(conn).await?;
     let hash = ChainHash::from_slice(&hash).unwrap_or(hpki_events::GENESIS_HASH);
-    Ok(Head { position, hash, recorded_at })
+    Ok(Head {
+        position,
+        hash,
+        recorded_at,
+    })
 }
 
-pub(crate) async fn set_head(tx: &mut Transaction<'static, Postgres>, head: &Head) -> Result<(), sqlx::Error> {
+pub(crate) async fn set_head(
+    tx: &mut Transaction<'static, Postgres>,
+    head: &Head,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE log_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1")
         .bind(head.position)
         .bind(head.hash.0.as_slice())
@@ -325,7 +365,10 @@ pub(crate) async fn set_head(tx: &mut Transaction<'static, Postgres>, head: &Hea
 }
 
 /// One statement for the whole group: the columns travel as arrays and `unnest` zips them.
-pub(crate) async fn insert_rows(tx: &mut Transaction<'static, Postgres>, rows: &[Row]) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[Row],
+) -> Result<(), sqlx::Error> {
     let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
     let streams: Vec<&str> = rows.iter().map(|r| r.stream.as_str()).collect();

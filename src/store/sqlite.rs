@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::{Appended, AppendError, CheckpointRow, Head, Known, RawEvent, Row, StoreError};
+use super::{AppendError, Appended, CheckpointRow, Head, Known, RawEvent, Row, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -39,18 +39,26 @@ impl SqliteStore {
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Url(format!("cannot create the folder {} for {url:?}: {e}", dir.display()))
+                    StoreError::Url(format!(
+                        "cannot create the folder {} for {url:?}: {e}",
+                        dir.display()
+                    ))
                 })?;
             }
         }
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(SqliteStore { pool })
     }
 
     pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
         let applied: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(applied as usize >= MIGRATOR.iter().count())
     }
 
@@ -93,7 +101,11 @@ impl SqliteStore {
         .into_iter()
         .collect();
 
-        let (rows, outcomes, new_head) = plan(Known { head, existing_ids, versions });
+        let (rows, outcomes, new_head) = plan(Known {
+            head,
+            existing_ids,
+            versions,
+        });
         if !rows.is_empty() {
             insert_rows(&mut tx, &rows).await?;
             set_head(&mut tx, &new_head).await?;
@@ -126,7 +138,9 @@ impl SqliteStore {
     }
 
     pub async fn count_events(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn insert_checkpoint(&self, cp: &CheckpointRow) -> Result<i64, StoreError> {
@@ -229,7 +243,12 @@ impl SqliteStore {
     }
 
     /// Documents of a projection, optionally of one list, in list order.
-    pub async fn docs(&self, name: &str, list: Option<&str>, limit: i64) -> Result<Vec<(String, Doc)>, StoreError> {
+    pub async fn docs(
+        &self,
+        name: &str,
+        list: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Doc)>, StoreError> {
         let rows = sqlx::query(
             "SELECT key, list, sort_key, body FROM read_models
              WHERE projection = ?1 AND (?2 IS NULL OR list = ?2) ORDER BY list, sort_key LIMIT ?3",
@@ -250,10 +269,15 @@ pub async fn write_docs(
     name: &str,
     docs: &BTreeMap<String, Doc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM read_models WHERE projection = ?1").bind(name).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM read_models WHERE projection = ?1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
     let docs: Vec<_> = docs.iter().collect();
     for chunk in docs.chunks(INSERT_CHUNK) {
-        let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO read_models (projection, key, list, sort_key, body) ");
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO read_models (projection, key, list, sort_key, body) ",
+        );
         insert.push_values(chunk, |mut row, (key, doc)| {
             row.push_bind(name)
                 .push_bind(key.as_str())
@@ -266,7 +290,11 @@ pub async fn write_docs(
     Ok(())
 }
 
-async fn apply_change(tx: &mut Transaction<'static, Sqlite>, name: &str, change: &Change) -> Result<(), StoreError> {
+async fn apply_change(
+    tx: &mut Transaction<'static, Sqlite>,
+    name: &str,
+    change: &Change,
+) -> Result<(), StoreError> {
     match change {
         Change::Put { key, doc } => {
             sqlx::query(
@@ -312,8 +340,18 @@ async fn apply_change(tx: &mut Transaction<'static, Sqlite>, name: &str, change:
 
 fn doc_row(row: &sqlx::sqlite::SqliteRow) -> Result<(String, Doc), StoreError> {
     let body: String = row.get(3);
-    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { position: 0, source })?;
-    Ok((row.get(0), Doc { list: row.get(1), sort_key: row.get(2), body }))
+    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+        position: 0,
+        source,
+    })?;
+    Ok((
+        row.get(0),
+        Doc {
+            list: row.get(1),
+            sort_key: row.get(2),
+            body,
+        },
+    ))
 }
 
 async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Head, sqlx::Error> {
@@ -322,10 +360,17 @@ async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Head, sqlx::Error> {
             .fetch_one(conn)
             .await?;
     let hash = ChainHash::from_slice(&hash).unwrap_or(hpki_events::GENESIS_HASH);
-    Ok(Head { position, hash, recorded_at })
+    Ok(Head {
+        position,
+        hash,
+        recorded_at,
+    })
 }
 
-pub(crate) async fn set_head(tx: &mut Transaction<'static, Sqlite>, head: &Head) -> Result<(), sqlx::Error> {
+pub(crate) async fn set_head(
+    tx: &mut Transaction<'static, Sqlite>,
+    head: &Head,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE log_head SET position = ?1, hash = ?2, recorded_at = ?3 WHERE id = 1")
         .bind(head.position)
         .bind(head.hash.0.as_slice())
@@ -335,9 +380,13 @@ pub(crate) async fn set_head(tx: &mut Transaction<'static, Sqlite>, head: &Head)
     Ok(())
 }
 
-pub(crate) async fn insert_rows(tx: &mut Transaction<'static, Sqlite>, rows: &[Row]) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[Row],
+) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut insert = QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
+        let mut insert =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
         insert.push_values(chunk, |mut values, row| {
             values
                 .push_bind(row.position)

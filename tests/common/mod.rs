@@ -19,30 +19,44 @@ pub struct TestDb {
 pub fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("hpki.db").display());
-    TestDb { backend: "sqlite", url, _dir: Some(dir) }
+    TestDb {
+        backend: "sqlite",
+        url,
+        _dir: Some(dir),
+    }
 }
 
 /// The server PostgreSQL tests run against. On CI it must be reachable: a test fails, never
 /// skips, when it is not.
 pub fn postgres_server() -> String {
-    std::env::var("HPKI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("HPKI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub async fn postgres() -> TestDb {
     let server = postgres_server();
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let conn = sqlx::postgres::PgPool::connect(&server).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {server}: {e}\n\
+    let conn = sqlx::postgres::PgPool::connect(&server)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {server}: {e}\n\
              The store tests run on SQLite and PostgreSQL. Start PostgreSQL (see README.md) \
              or point HPKI_TEST_POSTGRES_URL at one."
-        )
-    });
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&conn).await.unwrap();
+            )
+        });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&conn)
+        .await
+        .unwrap();
     conn.close().await;
     let sep = if server.contains('?') { '&' } else { '?' };
     let url = format!("{server}{sep}options=-c%20search_path%3D{schema}");
-    TestDb { backend: "postgres", url, _dir: None }
+    TestDb {
+        backend: "postgres",
+        url,
+        _dir: None,
+    }
 }
 
 /// Both backends, SQLite first.
@@ -55,18 +69,27 @@ pub fn clock() -> Arc<ManualClock> {
 }
 
 pub async fn open(db: &TestDb, clock: SharedClock) -> Store {
-    Store::open(&db.url, clock).await.unwrap_or_else(|e| panic!("{}: {e}", db.backend))
+    Store::open(&db.url, clock)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", db.backend))
 }
 
 pub fn application(n: u64) -> Event {
     Event::ApplicationReceived(ApplicationReceived {
-        authority: if n % 2 == 0 { "jma".into() } else { "jpa".into() },
+        authority: if n % 2 == 0 {
+            "jma".into()
+        } else {
+            "jpa".into()
+        },
         registry_number: format!("{:06}", n % 1_000_000),
         name_kanji: "山田 太郎".into(),
         name_kana: "ヤマダ タロウ".into(),
         name_romaji: "YAMADA TARO".into(),
         email: format!("applicant{n}@example.jp"),
-        source: Source { channel: Channel::Web, batch: None },
+        source: Source {
+            channel: Channel::Web,
+            batch: None,
+        },
     })
 }
 
@@ -89,5 +112,7 @@ pub async fn seed(store: &Store, n: u64) {
 /// A throwaway audit key for tests.
 pub fn audit_key() -> hpki_backoffice::audit::AuditKey {
     let dir = tempfile::tempdir().unwrap();
-    hpki_backoffice::audit::AuditKey::load_or_generate(&dir.path().join("audit.pem")).unwrap().0
+    hpki_backoffice::audit::AuditKey::load_or_generate(&dir.path().join("audit.pem"))
+        .unwrap()
+        .0
 }
