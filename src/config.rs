@@ -59,6 +59,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// The top-level keys, as the environment may name them.
+const KEYS: &[&str] = &[
+    "database_url",
+    "data_dir",
+    "server",
+    "audit",
+    "projections",
+    "log",
+];
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -95,9 +105,20 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment
-            .merge(Env::prefixed("HPKI_").ignore(&["CONFIG"]).split("__"))
-            .extract()
+        // Only variables naming a configuration key: HPKI_CONFIG, HPKI_TEST_POSTGRES_URL and
+        // the like belong to other tools.
+        let env = Env::prefixed("HPKI_")
+            .filter(|key| {
+                let first = key
+                    .as_str()
+                    .split("__")
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                KEYS.contains(&first.as_str())
+            })
+            .split("__");
+        figment.merge(env).extract()
     }
 }
 
