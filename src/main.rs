@@ -142,12 +142,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
             let running = serve::start(&config, clock).await?;
+            let listen = &config.server.listen;
+            let host = listen
+                .rsplit_once(':')
+                .map_or(listen.as_str(), |(host, _)| host);
             println!(
-                "hpki: serving on http://{} (Ctrl-C stops)",
-                config
-                    .server
-                    .listen
-                    .replace(":0", &format!(":{}", running.port))
+                "hpki: serving on http://{host}:{} (Ctrl-C stops)",
+                running.port
             );
             running.done.await??;
         }

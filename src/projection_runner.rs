@@ -77,8 +77,8 @@ pub async fn status(store: &Store) -> anyhow::Result<Vec<Status>> {
     Ok(out)
 }
 
-/// Folds every event up to `until` (all of them when `None`) into memory, stopping at the first
-/// event recorded after `as_of`. Returns the last position folded and its count of events.
+/// Folds the log into memory from position 1, stopping before the first event recorded after
+/// `as_of` (reading to the end when `None`). Returns the models and the last row folded.
 async fn fold(
     store: &Store,
     projections: &[Box<dyn Projection>],

@@ -114,7 +114,7 @@ impl RawEvent {
             position: self.position,
             source,
         })?;
-        let hash = ChainHash::from_slice(&self.hash).unwrap_or(ChainHash([0; 32]));
+        let hash = ChainHash::from_slice(&self.hash).unwrap_or(hpki_events::GENESIS_HASH);
         body.into_recorded(hash)
             .map_err(|source| StoreError::Decode {
                 position: self.position,
@@ -445,34 +445,27 @@ fn plan_one(
         return Err(AppendError::PartlyStored(*id));
     }
 
+    // One pass: check each stream's expected version, then number its events from there.
+    let mut head = known.head;
+    let mut new_rows = Vec::with_capacity(ids.len());
     let mut versions: HashMap<&str, i64> = HashMap::new();
     for append in &request.appends {
-        let current = *versions
+        let version = versions
             .entry(&append.stream)
             .or_insert_with(|| known.versions.get(&append.stream).copied().unwrap_or(0));
         let fits = match append.expected {
-            ExpectedVersion::NoStream => current == 0,
-            ExpectedVersion::Exact(v) => current == v,
+            ExpectedVersion::NoStream => *version == 0,
+            ExpectedVersion::Exact(v) => *version == v,
             ExpectedVersion::Any => true,
         };
         if !fits {
             return Err(AppendError::Conflict {
                 stream: append.stream.clone(),
                 expected: append.expected,
-                actual: current,
+                actual: *version,
             });
         }
-        versions.insert(&append.stream, current + append.events.len() as i64);
-    }
-
-    let mut head = known.head;
-    let mut new_rows = Vec::with_capacity(ids.len());
-    let mut stream_versions: HashMap<&str, i64> = HashMap::new();
-    for append in &request.appends {
         for event in &append.events {
-            let version = stream_versions
-                .entry(&append.stream)
-                .or_insert_with(|| known.versions.get(&append.stream).copied().unwrap_or(0));
             *version += 1;
             let position = head.position + 1;
             let body = Body::new(
@@ -505,7 +498,7 @@ fn plan_one(
         }
     }
 
-    for (stream, version) in stream_versions {
+    for (stream, version) in versions {
         known.versions.insert(stream.to_owned(), version);
     }
     known.existing_ids.extend(ids.iter().copied());
