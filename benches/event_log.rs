@@ -5,6 +5,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::TryStreamExt;
+
+/// mimalloc rather than glibc's allocator: reading the log hands every event from the reading
+/// thread to the folding one, and glibc frees memory from another thread slowly (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use hpki_backoffice::audit::{self, AuditKey};
 use hpki_backoffice::clock::{SharedClock, SystemClock};
 use hpki_backoffice::projection_runner;
@@ -124,6 +131,17 @@ async fn run(backend: &str, url: &str, total: u64, clock: SharedClock) {
     println!("{backend}: batched append, {total} events in batches of 1,000: {rate:.0} events/s");
 
     let started = Instant::now();
+    let read = store
+        .read_all(0)
+        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+        .await
+        .unwrap();
+    println!(
+        "{backend}: read {read} events, nothing done with them: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
     let out = std::env::temp_dir().join(format!("hpki-bench-replay-{}.db", uuid::Uuid::new_v4()));
     let replay = projection_runner::replay_as_of(&store, clock.now(), &out, &|_| {})
         .await
@@ -184,10 +202,21 @@ async fn main() {
         .unwrap_or(1_000_000);
     let clock: SharedClock = Arc::new(SystemClock);
 
+    // HPKI_BENCH_BACKENDS=sqlite (or postgres) runs one backend only, for profiling.
+    let backends =
+        std::env::var("HPKI_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let dir = tempfile::tempdir().unwrap();
+    if !backends.contains("sqlite") {
+        return run_postgres(total, clock).await;
+    }
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     run("sqlite", &sqlite, total, clock.clone()).await;
+    if backends.contains("postgres") {
+        run_postgres(total, clock).await;
+    }
+}
 
+async fn run_postgres(total: u64, clock: SharedClock) {
     let server = std::env::var("HPKI_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());

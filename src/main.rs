@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+
+/// mimalloc rather than glibc's allocator: reading the log hands every event from the reading
+/// thread to the folding one, and glibc frees memory from another thread slowly (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use hpki_backoffice::audit::{self, AuditPublicKey, VerifyError};
 use hpki_backoffice::clock::{SharedClock, SystemClock, show_jst};

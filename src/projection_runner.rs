@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::TryStreamExt;
-use hpki_events::envelope::unix_micros;
+use hpki_events::RecordedEvent;
 use hpki_projections::{MemoryModel, Projection};
 use time::OffsetDateTime;
 
-use crate::store::{RawEvent, SqliteStore, Store};
+use crate::store::{SqliteStore, Store};
 
 /// Events read per transaction when following the log.
 const BATCH: i64 = 1_000;
@@ -84,23 +84,21 @@ async fn fold(
     projections: &[Box<dyn Projection>],
     as_of: Option<OffsetDateTime>,
     progress: &dyn Fn(i64),
-) -> anyhow::Result<(Vec<MemoryModel>, Option<RawEvent>)> {
-    let limit = as_of.map(unix_micros);
+) -> anyhow::Result<(Vec<MemoryModel>, Option<RecordedEvent>)> {
     let mut models: Vec<MemoryModel> = projections.iter().map(|_| MemoryModel::default()).collect();
     let mut last = None;
-    let mut rows = std::pin::pin!(store.read_all(0));
-    while let Some(row) = rows.try_next().await? {
-        if limit.is_some_and(|limit| row.recorded_at > limit) {
+    let mut events = std::pin::pin!(store.read_decoded(0));
+    while let Some(event) = events.try_next().await? {
+        if as_of.is_some_and(|as_of| event.recorded_at > as_of) {
             break;
         }
-        let event = row.decode()?;
         for (projection, model) in projections.iter().zip(&mut models) {
             model.apply(projection.apply(&event));
         }
-        if row.position % 100_000 == 0 {
-            progress(row.position);
+        if event.position % 100_000 == 0 {
+            progress(event.position);
         }
-        last = Some(row);
+        last = Some(event);
     }
     Ok((models, last))
 }
@@ -124,7 +122,7 @@ pub async fn rebuild(
         );
     }
     let (models, last) = fold(store, &projections, None, progress).await?;
-    let position = last.map_or(0, |row| row.position);
+    let position = last.map_or(0, |event| event.position);
     let mut done = Vec::new();
     for (projection, model) in projections.iter().zip(models) {
         store
@@ -160,8 +158,8 @@ pub async fn replay_as_of(
     }
     let projections = hpki_projections::all();
     let (models, last) = fold(store, &projections, Some(as_of), progress).await?;
-    let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |row| {
-        (row.position, hex::encode(&row.hash))
+    let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |event| {
+        (event.position, event.hash.to_hex())
     });
 
     let url = format!("sqlite://{}", out.display());

@@ -26,6 +26,8 @@ pub enum DecodeError {
     },
     #[error("recorded_at {0:?} is not an RFC 3339 time")]
     BadTime(String),
+    #[error("the stored bytes are not an event: {0}")]
+    NotAnEvent(serde_json::Error),
 }
 
 macro_rules! vocabulary {
@@ -66,6 +68,21 @@ macro_rules! vocabulary {
                 let shape = |source| DecodeError::Shape { event_type: event_type.to_owned(), version: current, source };
                 match event_type {
                     $(stringify!($name) => serde_json::from_value(payload).map(Event::$name).map_err(shape),)*
+                    _ => unreachable!("checked above"),
+                }
+            }
+
+            /// As [`Event::decode`], from the payload's JSON text: a payload already at the
+            /// current version goes straight into its type, without building a `Value`.
+            pub fn decode_raw(event_type: &str, version: u32, payload: &serde_json::value::RawValue) -> Result<Event, DecodeError> {
+                let current = Event::TYPES.iter().find(|(name, _)| *name == event_type).map(|(_, v)| *v);
+                if current != Some(version) {
+                    let value = serde_json::from_str(payload.get()).map_err(DecodeError::NotAnEvent)?;
+                    return Event::decode(event_type, version, value);
+                }
+                let shape = |source| DecodeError::Shape { event_type: event_type.to_owned(), version, source };
+                match event_type {
+                    $(stringify!($name) => serde_json::from_str(payload.get()).map(Event::$name).map_err(shape),)*
                     _ => unreachable!("checked above"),
                 }
             }

@@ -6,6 +6,7 @@
 //! several processes on one database: a follower reading `position > n` never skips an event
 //! that commits late, and the hash chain always extends the true predecessor.
 
+mod pg_copy;
 mod postgres;
 mod sqlite;
 
@@ -92,6 +93,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Url(String),
+    #[error("reading the log failed: {0}")]
+    Scan(String),
 }
 
 /// An event row as stored: the indexed columns and the canonical bytes they were taken from.
@@ -110,16 +113,17 @@ pub struct RawEvent {
 
 impl RawEvent {
     pub fn decode(&self) -> Result<RecordedEvent, StoreError> {
-        let body = Body::decode(&self.body).map_err(|source| StoreError::Corrupt {
-            position: self.position,
-            source,
-        })?;
         let hash = ChainHash::from_slice(&self.hash).unwrap_or(hpki_events::GENESIS_HASH);
-        body.into_recorded(hash)
-            .map_err(|source| StoreError::Decode {
+        RecordedEvent::decode(&self.body, hash).map_err(|source| match source {
+            DecodeError::NotAnEvent(source) => StoreError::Corrupt {
                 position: self.position,
                 source,
-            })
+            },
+            source => StoreError::Decode {
+                position: self.position,
+                source,
+            },
+        })
     }
 }
 
@@ -257,12 +261,77 @@ impl Store {
         }
     }
 
-    /// Every event after `after`, in order, read page by page so memory stays flat.
-    pub fn read_all(&self, after: i64) -> impl Stream<Item = Result<RawEvent, StoreError>> + '_ {
-        futures::stream::try_unfold(after, move |after| async move {
-            let page = self.read_page(after, PAGE).await?;
-            let next = page.last().map(|last| last.position);
-            Ok::<_, StoreError>(next.map(|next| (page, next)))
+    /// Every event after `after`, in order, as stored.
+    pub fn read_all(
+        &self,
+        after: i64,
+    ) -> impl Stream<Item = Result<RawEvent, StoreError>> + Send + 'static {
+        self.read_pages(after, Ok)
+    }
+
+    /// Every event after `after`, in order, decoded (on the reading side, so decoding and
+    /// folding share the two cores).
+    pub fn read_decoded(
+        &self,
+        after: i64,
+    ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
+        self.read_pages(after, |page| page.iter().map(RawEvent::decode).collect())
+    }
+
+    /// Reads the log after `after` in pages: one producer reads them, a second runs each
+    /// through `prepare`, and each stays at most two pages ahead of the next, so reading,
+    /// preparing and consuming overlap on the machine's cores and memory stays flat whatever
+    /// the log's length.
+    fn read_pages<T: Send + 'static>(
+        &self,
+        after: i64,
+        prepare: fn(Vec<RawEvent>) -> Result<Vec<T>, StoreError>,
+    ) -> impl Stream<Item = Result<T, StoreError>> + Send + 'static {
+        let (raw_pages, mut raw_received) = mpsc::channel(2);
+        match &self.db {
+            Db::Sqlite(db) if db.file().is_some() => {
+                let file = db.file().expect("checked").to_owned();
+                tokio::task::spawn_blocking(move || sqlite::scan(&file, after, raw_pages));
+            }
+            Db::Postgres(db) => {
+                tokio::spawn(postgres::scan(db.pool.clone(), after, raw_pages));
+            }
+            Db::Sqlite(_) => {
+                // An in-memory database: only the pool's connections can see it.
+                let store = self.clone();
+                tokio::spawn(async move {
+                    let mut after = after;
+                    loop {
+                        let page = store.read_page(after, PAGE).await;
+                        let next = page
+                            .as_ref()
+                            .ok()
+                            .and_then(|p| p.last())
+                            .map(|l| l.position);
+                        let failed = page.is_err();
+                        if raw_pages.send(page).await.is_err() || failed {
+                            return;
+                        }
+                        match next {
+                            Some(next) => after = next,
+                            None => return,
+                        }
+                    }
+                });
+            }
+        }
+        let (pages, received) = mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            while let Some(page) = raw_received.blocking_recv() {
+                let page = page.and_then(prepare);
+                let failed = page.is_err();
+                if pages.blocking_send(page).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(received, |mut received| async move {
+            received.recv().await.map(|page| (page, received))
         })
         .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
         .try_flatten()

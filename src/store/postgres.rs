@@ -397,6 +397,45 @@ pub(crate) async fn insert_rows(
     Ok(())
 }
 
+/// Streams the whole log after `after` with one binary `COPY` (one snapshot), and sends it on
+/// in pages; stops when the receiver goes away.
+pub async fn scan(
+    pool: PgPool,
+    after: i64,
+    pages: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, StoreError>>,
+) {
+    use futures::TryStreamExt;
+    use sqlx::postgres::PgPoolCopyExt;
+    let read = async {
+        let mut chunks = pool.copy_out_raw(&super::pg_copy::statement(after)).await?;
+        let mut parser = super::pg_copy::Parser::default();
+        let mut page = Vec::with_capacity(super::PAGE as usize);
+        while let Some(chunk) = chunks.try_next().await? {
+            parser.push(&chunk);
+            while let Some(row) = parser.next_row()? {
+                page.push(row);
+                if page.len() == super::PAGE as usize {
+                    let full =
+                        std::mem::replace(&mut page, Vec::with_capacity(super::PAGE as usize));
+                    if pages.send(Ok(full)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if !parser.ended() {
+            return Err(StoreError::Scan("the COPY of the log ended early".into()));
+        }
+        if !page.is_empty() {
+            let _ = pages.send(Ok(page)).await;
+        }
+        Ok::<_, StoreError>(())
+    };
+    if let Err(error) = read.await {
+        let _ = pages.send(Err(error)).await;
+    }
+}
+
 fn raw_event(row: &sqlx::postgres::PgRow) -> RawEvent {
     RawEvent {
         position: row.get(0),

@@ -3,6 +3,7 @@
 //! serialises appends across processes the way the `log_head` row lock does on PostgreSQL.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ const INSERT_CHUNK: usize = 1_000;
 #[derive(Clone)]
 pub struct SqliteStore {
     pub pool: SqlitePool,
+    /// The database file; `None` for an in-memory database, which only the pool can see.
+    file: Option<PathBuf>,
 }
 
 const EVENT_COLUMNS: &str =
@@ -35,7 +38,20 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 64 MB of page cache a connection (the default is 2 MB): the indexes of a
+            // million-event log stay in memory instead of being re-read from the OS.
+            .pragma("cache_size", "-65536")
+            // Statement journals (a multi-row INSERT keeps one) in memory, not in temp files.
+            .pragma("temp_store", "memory")
+            // Copy the WAL back into the database every 40 MB rather than every 4 MB: index
+            // pages that many appends touch are then written back once, not again and again.
+            .pragma("wal_autocheckpoint", "10000")
+            // sqlx hands rows from its worker thread through a channel; a deep one lets the
+            // worker run a page ahead instead of waking the reader for every row.
+            .row_buffer_size(super::PAGE as usize);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let file = Some(options.get_filename().to_owned()).filter(|_| !in_memory);
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -51,7 +67,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, file })
     }
 
     pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
@@ -91,15 +107,17 @@ impl SqliteStore {
         .filter_map(|id| Uuid::parse_str(id).ok())
         .collect();
         let streams_json = serde_json::to_string(streams).expect("strings encode");
-        let versions: HashMap<String, i64> = sqlx::query_as(
-            "SELECT j.value, (SELECT coalesce(max(version), 0) FROM events WHERE stream = j.value)
+        // One row holding a JSON object, not one row a stream: each row costs a thread hand-off.
+        let versions: String = sqlx::query_scalar(
+            "SELECT json_group_object(j.value,
+                        (SELECT coalesce(max(version), 0) FROM events WHERE stream = j.value))
              FROM json_each(?1) AS j",
         )
         .bind(streams_json)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        .fetch_one(&mut *tx)
+        .await?;
+        let versions: HashMap<String, i64> =
+            serde_json::from_str(&versions).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
 
         let (rows, outcomes, new_head) = plan(Known {
             head,
@@ -124,6 +142,10 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(raw_event).collect()
+    }
+
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     pub async fn read_stream(&self, stream: &str) -> Result<Vec<RawEvent>, StoreError> {
@@ -418,4 +440,54 @@ fn raw_event(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, StoreError> {
         body: row.get(7),
         hash: row.get(8),
     })
+}
+
+/// Reads the whole log after `after` in one read transaction (a consistent snapshot) and sends
+/// it on in pages; stops when the receiver goes away. Runs on a blocking thread.
+///
+/// This one scan uses rusqlite rather than sqlx: sqlx's SQLite driver hands every row from its
+/// worker thread to the async task one at a time, and for a million rows those hand-offs cost
+/// more than the reading, hashing and folding together (BENCHMARKS.md).
+pub fn scan(
+    path: &Path,
+    after: i64,
+    pages: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, StoreError>>,
+) {
+    let read = || -> rusqlite::Result<()> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position"
+        ))?;
+        let mut rows = statement.query([after])?;
+        let mut page = Vec::with_capacity(super::PAGE as usize);
+        while let Some(row) = rows.next()? {
+            let event_id: String = row.get(1)?;
+            page.push(RawEvent {
+                position: row.get(0)?,
+                event_id: Uuid::parse_str(&event_id).unwrap_or(Uuid::nil()),
+                stream: row.get(2)?,
+                version: row.get(3)?,
+                event_type: row.get(4)?,
+                schema_version: row.get(5)?,
+                recorded_at: row.get(6)?,
+                body: row.get(7)?,
+                hash: row.get(8)?,
+            });
+            if page.len() == super::PAGE as usize {
+                let full = std::mem::replace(&mut page, Vec::with_capacity(super::PAGE as usize));
+                if pages.blocking_send(Ok(full)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if !page.is_empty() {
+            let _ = pages.blocking_send(Ok(page));
+        }
+        Ok(())
+    };
+    if let Err(error) = read() {
+        let _ = pages.blocking_send(Err(StoreError::Scan(error.to_string())));
+    }
 }
