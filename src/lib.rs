@@ -6,6 +6,8 @@ pub mod config;
 pub mod export;
 pub mod http;
 pub mod metrics;
+pub mod pki;
 pub mod projection_runner;
+pub mod qr;
 pub mod serve;
 pub mod store;
