@@ -2,6 +2,7 @@
 //! variables (`HPKI_SERVER__LISTEN` sets `server.listen`). `ops/hpki.example.toml` documents
 //! every key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -19,6 +20,59 @@ pub struct Config {
     pub audit: Audit,
     pub projections: Projections,
     pub log: Log,
+    /// The issuing authorities this back office serves, by id (`jma`, `jpa`).
+    pub authorities: BTreeMap<String, Authority>,
+}
+
+/// How an applicant's subscriber ID is made from the registry number.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriberId {
+    /// The registry number itself (JMA: the medical registration number, 医籍登録番号).
+    RegistryNumber,
+    /// `<registry number>-jpa` (JPA).
+    RegistryNumberJpa,
+}
+
+/// How a subscriber can ask for a new QR.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ReissueChannel {
+    /// A request by e-mail; a new registration URL is e-mailed (JPA).
+    Email,
+    /// A web form; a new QR card is printed and mailed (JMA).
+    WebForm,
+    /// On screen, after proving possession of the IC card (JMA).
+    OnScreen,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authority {
+    pub name_ja: String,
+    pub name_en: String,
+    /// `physician` or `pharmacist`: who applies to this authority.
+    pub profession: String,
+    /// The hcRole written into every certificate: `Medical Doctor`, `Pharmacist`.
+    pub role: String,
+    /// Digits a registry number has at least and at most.
+    pub registry_digits: [usize; 2],
+    pub subscriber_id: SubscriberId,
+    /// The CA certificate and RSA-2048 key, PEM. Both empty: a development CA is generated
+    /// under `data_dir/keys/` on first start, with a warning.
+    pub ca_cert_file: PathBuf,
+    pub ca_key_file: PathBuf,
+    pub crl_url: String,
+    pub cps_uri: String,
+    pub policy_oid: String,
+    pub validity_years: u32,
+    /// The password hint printed on QR cards and used in e-mails, Japanese then English.
+    pub password_hint_ja: String,
+    pub password_hint_en: String,
+    pub reissue_channels: Vec<ReissueChannel>,
+    /// Where subscribers turn for help: shown on error pages and in e-mails.
+    pub contact_ja: String,
+    pub contact_en: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,6 +121,7 @@ const KEYS: &[&str] = &[
     "audit",
     "projections",
     "log",
+    "authorities",
 ];
 
 impl Default for Config {
@@ -88,6 +143,80 @@ impl Default for Config {
                 format: LogFormat::Text,
                 level: "info".into(),
             },
+            authorities: BTreeMap::from([
+                ("jma".to_owned(), Authority::jma()),
+                ("jpa".to_owned(), Authority::jpa()),
+            ]),
+        }
+    }
+}
+
+impl Authority {
+    /// JMA-CA, for physicians. Its cards say that the password is the birth date.
+    pub fn jma() -> Authority {
+        Authority {
+            name_ja: "日本医師会電子認証センター".into(),
+            name_en: "JMA Certificate Authority".into(),
+            profession: "physician".into(),
+            role: "Medical Doctor".into(),
+            registry_digits: [1, 6],
+            subscriber_id: SubscriberId::RegistryNumber,
+            ca_cert_file: PathBuf::new(),
+            ca_key_file: PathBuf::new(),
+            crl_url: "http://crl.pki.med.or.jp/repository/crl/crl-sign2.crl".into(),
+            cps_uri: "http://www.pki.med.or.jp/certpolicy/".into(),
+            policy_oid: "1.2.392.100495.1.5.1.1.0.1".into(),
+            validity_years: 5,
+            password_hint_ja: "パスワードは生年月日（西暦8桁、例：19900317）です。".into(),
+            password_hint_en: "The password is your date of birth (8 digits, e.g. 19900317)."
+                .into(),
+            reissue_channels: vec![ReissueChannel::WebForm, ReissueChannel::OnScreen],
+            contact_ja: "日本医師会電子認証センター お問い合わせ窓口".into(),
+            contact_en: "JMA Certificate Authority help desk".into(),
+        }
+    }
+
+    /// JPA-CA, for pharmacists. It does not publish that the password is the birth date.
+    pub fn jpa() -> Authority {
+        Authority {
+            name_ja: "日本薬剤師会認証局".into(),
+            name_en: "JPA Certificate Authority".into(),
+            profession: "pharmacist".into(),
+            role: "Pharmacist".into(),
+            registry_digits: [1, 6],
+            subscriber_id: SubscriberId::RegistryNumberJpa,
+            ca_cert_file: PathBuf::new(),
+            ca_key_file: PathBuf::new(),
+            crl_url: "http://crl.example.jp/jpa/crl-sign.crl".into(),
+            cps_uri: "http://www.example.jp/jpa/certpolicy/".into(),
+            policy_oid: "1.2.392.100495.1.5.1.1.0.1".into(),
+            validity_years: 5,
+            password_hint_ja: "パスワードは同封のご案内をご覧ください。".into(),
+            password_hint_en: "For the password, see the letter enclosed.".into(),
+            reissue_channels: vec![ReissueChannel::Email],
+            contact_ja: "日本薬剤師会認証局 事務局（メール）".into(),
+            contact_en: "JPA Certificate Authority office (by e-mail)".into(),
+        }
+    }
+
+    /// The subscriber ID for a registry number.
+    pub fn subscriber_id(&self, registry_number: &str) -> String {
+        match self.subscriber_id {
+            SubscriberId::RegistryNumber => registry_number.to_owned(),
+            SubscriberId::RegistryNumberJpa => format!("{registry_number}-jpa"),
+        }
+    }
+
+    /// Why `number` is not a registry number of this authority, if it is not one.
+    pub fn check_registry_number(&self, number: &str) -> Result<(), String> {
+        let [min, max] = self.registry_digits;
+        let digits = number.len();
+        if number.bytes().all(|b| b.is_ascii_digit()) && (min..=max).contains(&digits) {
+            Ok(())
+        } else if min == max {
+            Err(format!("{number:?} is not {min} digits"))
+        } else {
+            Err(format!("{number:?} is not {min} to {max} digits"))
         }
     }
 }
@@ -141,6 +270,31 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/hpki.example.toml");
         let config = Config::load(Some(&example)).unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn both_authorities_are_there_by_default_and_a_file_changes_one_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hpki.toml");
+        std::fs::write(&file, "[authorities.jpa]\nvalidity_years = 2\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.authorities["jpa"].validity_years, 2);
+        assert_eq!(config.authorities["jpa"].role, "Pharmacist");
+        assert_eq!(config.authorities["jma"].role, "Medical Doctor");
+        assert_eq!(
+            config.authorities["jpa"].subscriber_id("999999"),
+            "999999-jpa"
+        );
+        assert_eq!(config.authorities["jma"].subscriber_id("123456"), "123456");
+        assert!(
+            config.authorities["jma"]
+                .check_registry_number("123456")
+                .is_ok()
+        );
+        let why = config.authorities["jma"]
+            .check_registry_number("12345a")
+            .unwrap_err();
+        assert!(why.contains("1 to 6 digits"), "{why}");
     }
 
     #[test]

@@ -400,3 +400,90 @@ pub fn generate_key() -> Result<PKey<Private>, ErrorStack> {
 pub fn public_of(key: &PKeyRef<Private>) -> Result<PKey<Public>, ErrorStack> {
     PKey::public_key_from_der(&key.public_key_to_der()?)
 }
+
+/// The CA of each configured authority: loaded from its PEM files, or, when both file names
+/// are empty, a development CA generated once under `keys_dir` and reused on later starts.
+/// Returns the CAs and a warning for each development CA in use.
+pub fn load_authorities(
+    authorities: &std::collections::BTreeMap<String, crate::config::Authority>,
+    keys_dir: &std::path::Path,
+    today: Date,
+) -> Result<(std::collections::BTreeMap<String, Ca>, Vec<String>), PkiError> {
+    let mut cas = std::collections::BTreeMap::new();
+    let mut warnings = Vec::new();
+    for (id, authority) in authorities {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                PkiError::Invalid(format!(
+                    "authorities.{id}: cannot read {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        let configured = (
+            authority.ca_cert_file.as_os_str().is_empty(),
+            authority.ca_key_file.as_os_str().is_empty(),
+        );
+        let ca = match configured {
+            (false, false) => Ca::from_pem(
+                &read(&authority.ca_cert_file)?,
+                &read(&authority.ca_key_file)?,
+            )
+            .map_err(|e| PkiError::Invalid(format!("authorities.{id}: {e}")))?,
+            (true, true) => {
+                let cert = keys_dir.join(format!("dev-ca-{id}.crt.pem"));
+                let key = keys_dir.join(format!("dev-ca-{id}.key.pem"));
+                let ca = if cert.exists() && key.exists() {
+                    Ca::from_pem(&read(&cert)?, &read(&key)?)?
+                } else {
+                    let ca = Ca::generate_dev(
+                        &[
+                            ("C", "JP"),
+                            ("O", &format!("{} (DEVELOPMENT)", authority.name_en)),
+                            ("OU", "hpki-backoffice development CA"),
+                            (
+                                "CN",
+                                &format!("HPKI-DEV-{}-forNonRepudiation", id.to_uppercase()),
+                            ),
+                        ],
+                        today,
+                    )?;
+                    std::fs::create_dir_all(keys_dir).map_err(|e| {
+                        PkiError::Invalid(format!("cannot create {}: {e}", keys_dir.display()))
+                    })?;
+                    write_private(&key, &ca.key_pem()?)?;
+                    std::fs::write(&cert, ca.cert.to_pem()?).map_err(|e| {
+                        PkiError::Invalid(format!("cannot write {}: {e}", cert.display()))
+                    })?;
+                    ca
+                };
+                warnings.push(format!(
+                    "authority {id} signs with a DEVELOPMENT CA ({}): certificates it issues are for testing only; set authorities.{id}.ca_cert_file and ca_key_file for production",
+                    cert.display()
+                ));
+                ca
+            }
+            _ => {
+                return Err(PkiError::Invalid(format!(
+                    "authorities.{id}: set both ca_cert_file and ca_key_file, or neither"
+                )));
+            }
+        };
+        cas.insert(id.clone(), ca);
+    }
+    Ok((cas, warnings))
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| PkiError::Invalid(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(bytes)
+        .map_err(|e| PkiError::Invalid(format!("cannot write {}: {e}", path.display())))
+}

@@ -13,7 +13,7 @@ const HC_ROLE_MEDICAL_DOCTOR: &str = "303430320606288185420001312831263024A02231
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/real-hpki")
+        .join("tests/fixtures/real-hpki")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -244,4 +244,48 @@ fn validity_starts_at_midnight_jst_and_handles_29_february() {
     let (_, five) = pki::validity(date!(2022 - 02 - 07), 5).unwrap();
     // MEDIS's five-year certificate of 2022-02-07 runs to 2027-02-06 23:59:59 JST.
     assert_eq!(five.to_string(), "Feb  6 14:59:59 2027 GMT");
+}
+
+#[test]
+fn development_cas_are_generated_once_with_a_warning_and_half_a_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hpki_backoffice::config::Config::default();
+    let (first, warnings) =
+        pki::load_authorities(&config.authorities, dir.path(), date!(2026 - 11 - 22)).unwrap();
+    assert_eq!(first.keys().collect::<Vec<_>>(), ["jma", "jpa"]);
+    assert_eq!(warnings.len(), 2);
+    assert!(warnings[0].contains("DEVELOPMENT CA"), "{}", warnings[0]);
+    let (second, _) =
+        pki::load_authorities(&config.authorities, dir.path(), date!(2026 - 11 - 23)).unwrap();
+    assert_eq!(
+        first["jma"].cert.to_der().unwrap(),
+        second["jma"].cert.to_der().unwrap(),
+        "the development CA is kept, not made anew"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("dev-ca-jma.key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let mut half = config.authorities.clone();
+    half.get_mut("jpa").unwrap().ca_cert_file = dir.path().join("dev-ca-jpa.crt.pem");
+    let error = pki::load_authorities(&half, dir.path(), date!(2026 - 11 - 22))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("authorities.jpa") && error.contains("both"),
+        "{error}"
+    );
+
+    // Configured PEM files: the JPA certificate with the JMA key is refused.
+    let mut mismatched = config.authorities.clone();
+    let jpa = mismatched.get_mut("jpa").unwrap();
+    jpa.ca_cert_file = dir.path().join("dev-ca-jpa.crt.pem");
+    jpa.ca_key_file = dir.path().join("dev-ca-jma.key.pem");
+    let error = pki::load_authorities(&mismatched, dir.path(), date!(2026 - 11 - 22))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("does not belong"), "{error}");
 }
