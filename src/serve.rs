@@ -34,6 +34,20 @@ pub fn audit_key(config: &Config) -> anyhow::Result<AuditKey> {
     Ok(key)
 }
 
+/// Each authority's CA, generating development CAs (loudly) where none are configured.
+pub fn authority_cas(
+    config: &Config,
+    clock: &dyn crate::clock::Clock,
+) -> anyhow::Result<std::collections::BTreeMap<String, crate::pki::Ca>> {
+    let today = clock.now().to_offset(crate::clock::JST).date();
+    let (cas, warnings) =
+        crate::pki::load_authorities(&config.authorities, &config.data_dir.join("keys"), today)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(cas)
+}
+
 /// A running back office.
 pub struct Running {
     pub port: u16,
@@ -52,6 +66,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         })?;
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
+    let _cas = authority_cas(config, clock.as_ref())?;
 
     let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
     tokio::spawn(projection_runner::follow(

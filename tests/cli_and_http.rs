@@ -227,12 +227,22 @@ async fn serve_answers_health_readiness_and_metrics() {
         config.database_url = db.url.clone();
         config.server.listen = "127.0.0.1:0".into();
         config.audit.key_file = dir.path().join("audit.pem");
+        config.data_dir = dir.path().to_owned();
         config.projections.poll_interval_ms = 20;
         let running = hpki_backoffice::serve::start(&config, clock())
             .await
             .unwrap();
         let base = format!("http://127.0.0.1:{}", running.port);
         let client = reqwest::Client::new();
+        // The first start made a development CA for each authority, under data_dir/keys.
+        for id in ["jma", "jpa"] {
+            assert!(
+                dir.path()
+                    .join(format!("keys/dev-ca-{id}.crt.pem"))
+                    .exists(),
+                "{id}"
+            );
+        }
 
         let health = client.get(format!("{base}/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200);
