@@ -412,6 +412,12 @@ pub fn load_authorities(
     let mut cas = std::collections::BTreeMap::new();
     let mut warnings = Vec::new();
     for (id, authority) in authorities {
+        if !der::is_oid(&authority.policy_oid) {
+            return Err(PkiError::Invalid(format!(
+                "authorities.{id}.policy_oid {:?} is not a dotted OID such as 1.2.392.100495.1.5.1.1.0.1",
+                authority.policy_oid
+            )));
+        }
         let read = |path: &std::path::Path| {
             std::fs::read(path).map_err(|e| {
                 PkiError::Invalid(format!(

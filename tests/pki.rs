@@ -279,6 +279,13 @@ fn development_cas_are_generated_once_with_a_warning_and_half_a_configuration_is
         "{error}"
     );
 
+    let mut bad_oid = config.authorities.clone();
+    bad_oid.get_mut("jma").unwrap().policy_oid = "1.2.x".into();
+    let error = pki::load_authorities(&bad_oid, dir.path(), date!(2026 - 11 - 22))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("authorities.jma.policy_oid"), "{error}");
+
     // Configured PEM files: the JPA certificate with the JMA key is refused.
     let mut mismatched = config.authorities.clone();
     let jpa = mismatched.get_mut("jpa").unwrap();

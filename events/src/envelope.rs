@@ -173,26 +173,6 @@ impl Body {
     pub fn recorded_at(&self) -> Result<OffsetDateTime, DecodeError> {
         parse_time(&self.recorded_at).ok_or_else(|| DecodeError::BadTime(self.recorded_at.clone()))
     }
-
-    /// Upcasts and decodes the payload into the current event type.
-    pub fn into_recorded(self, hash: ChainHash) -> Result<RecordedEvent, DecodeError> {
-        let recorded_at = self.recorded_at()?;
-        let event = Event::decode(&self.event_type, self.schema_version, self.payload)?;
-        Ok(RecordedEvent {
-            position: self.position,
-            stream: self.stream,
-            version: self.version,
-            event_id: self.event_id,
-            recorded_at,
-            metadata: Metadata {
-                actor: self.actor,
-                correlation_id: self.correlation_id,
-                causation_id: self.causation_id,
-            },
-            event,
-            hash,
-        })
-    }
 }
 
 /// [`Body`] as read for folding: strings borrowed from the stored bytes and the payload left as
