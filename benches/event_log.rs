@@ -21,6 +21,17 @@ use hpki_events::{Actor, Event, Metadata, NewEvent};
 
 fn event(n: u64) -> NewEvent {
     NewEvent::new(Event::ApplicationReceived(ApplicationReceived {
+        application_id: uuid::Uuid::nil(),
+        subscriber_id: "000000".into(),
+        birth_date: hpki_events::vocabulary::Sealed {
+            kek: "test".into(),
+            data: "c2VhbGVk".into(),
+        },
+        profession: "physician".into(),
+        postal_code: "113-8621".into(),
+        address: "東京都文京区本駒込2-28-16".into(),
+        delivery: hpki_events::vocabulary::Delivery::Home,
+        photo: None,
         authority: "jma".into(),
         registry_number: format!("{:06}", n % 1_000_000),
         name_kanji: "山田 太郎".into(),

@@ -22,6 +22,57 @@ pub struct Config {
     pub log: Log,
     /// The issuing authorities this back office serves, by id (`jma`, `jpa`).
     pub authorities: BTreeMap<String, Authority>,
+    pub keys: Keys,
+    pub portal: Portal,
+    pub intake: Intake,
+    pub cards: Cards,
+    /// Staff who may call the API, by name (the actor recorded is `staff:<name>`).
+    pub staff: BTreeMap<String, Staff>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// The key-encryption key (64 hex digits) sealing second-certificate keys and birth
+    /// dates with AES-256-GCM. Generated on first start, with a warning, when absent.
+    pub kek_file: PathBuf,
+    /// The secret (64 hex digits) QR tokens are derived from. Generated on first start.
+    pub qr_secret_file: PathBuf,
+    /// Second-certificate key pairs kept generated ahead of issuance.
+    pub pool_size: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Portal {
+    /// The registration portal's public base URL; QR codes carry `<base_url>/r/<token>`.
+    pub base_url: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intake {
+    /// Largest face photo accepted, in bytes.
+    pub photo_max_bytes: usize,
+    /// Largest JSON request body accepted (a photo travels base64 inside it), in bytes.
+    pub json_max_bytes: usize,
+    /// Largest CSV upload accepted, in bytes.
+    pub csv_max_bytes: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cards {
+    /// Development only: a stock receipt may give a count instead of each card's public key,
+    /// and the keys are generated here as a card would make them at personalisation.
+    pub simulate_personalisation: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Staff {
+    /// SHA-256 (hex) of the staff member's API token; `hpki staff token NAME` makes one.
+    pub token_sha256: String,
 }
 
 /// How an applicant's subscriber ID is made from the registry number.
@@ -122,6 +173,11 @@ const KEYS: &[&str] = &[
     "projections",
     "log",
     "authorities",
+    "keys",
+    "portal",
+    "intake",
+    "cards",
+    "staff",
 ];
 
 impl Default for Config {
@@ -147,6 +203,23 @@ impl Default for Config {
                 ("jma".to_owned(), Authority::jma()),
                 ("jpa".to_owned(), Authority::jpa()),
             ]),
+            keys: Keys {
+                kek_file: "var/keys/kek.hex".into(),
+                qr_secret_file: "var/keys/qr-secret.hex".into(),
+                pool_size: 32,
+            },
+            portal: Portal {
+                base_url: "http://127.0.0.1:8080".into(),
+            },
+            intake: Intake {
+                photo_max_bytes: 2 * 1024 * 1024,
+                json_max_bytes: 3 * 1024 * 1024,
+                csv_max_bytes: 32 * 1024 * 1024,
+            },
+            cards: Cards {
+                simulate_personalisation: true,
+            },
+            staff: BTreeMap::new(),
         }
     }
 }

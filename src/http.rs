@@ -1,5 +1,5 @@
-//! `hpki serve`: the HTTP server. For now the operational endpoints; the API and pages of the
-//! later issues hang on the same `App`.
+//! `hpki serve`: the HTTP server: the operational endpoints and the JSON API (`crate::api`);
+//! the pages of the later issues hang on the same `App`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +10,7 @@ use actix_web::middleware::Next;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
 
+use crate::api::Api;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -20,11 +21,14 @@ pub struct AppState {
 }
 
 /// Binds and returns the server (not yet awaited) and the port it got.
-pub fn build(state: AppState, listen: &str) -> std::io::Result<(Server, u16)> {
+pub fn build(state: AppState, api: Api, listen: &str) -> std::io::Result<(Server, u16)> {
     let data = web::Data::new(state);
+    let api_data = web::Data::new(api.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(api_data.clone())
+            .configure(|cfg| crate::api::configure(cfg, &api))
             .wrap(actix_web::middleware::from_fn(observe))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))

@@ -1,13 +1,20 @@
 //! hpki-backoffice: the certificate-authority back office for Japan's HPKI second certificate.
 
+pub mod api;
 pub mod audit;
+pub mod batch;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod export;
 pub mod http;
+pub mod intake;
 pub mod metrics;
+pub mod office;
 pub mod pki;
+pub mod problem;
 pub mod projection_runner;
 pub mod qr;
+pub mod secrets;
 pub mod serve;
 pub mod store;

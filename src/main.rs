@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use hpki_backoffice::audit::{self, AuditPublicKey, VerifyError};
 use hpki_backoffice::clock::{SharedClock, SystemClock, show_jst};
 use hpki_backoffice::config::{Config, LogFormat};
+use hpki_backoffice::office::ImportMode;
+use hpki_backoffice::problem::OfficeError;
 use hpki_backoffice::serve::{self, open_store};
 use hpki_backoffice::{export, projection_runner};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,8 +40,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the back office: HTTP server, projections and scheduled checkpoints.
-    Serve,
+    /// Start the back office: HTTP server and JSON API, projections, the key pool and
+    /// scheduled checkpoints.
+    Serve {
+        /// When the database is empty, seed the demo data set (as `hpki demo`) first.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Import data files.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Seed a realistic data set through the office's own commands: both authorities, a few
+    /// hundred applications in every state, a JMA card shortage with pre-issued QRs.
+    Demo {
+        /// About how many applications.
+        #[arg(long, default_value_t = 300)]
+        applications: usize,
+    },
+    /// Staff API access.
+    #[command(subcommand)]
+    Staff(StaffCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Check and sign the log.
@@ -61,6 +81,30 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// A CSV batch of applications from a prefectural association (UTF-8 with or without
+    /// BOM, or Shift_JIS/CP932). Every bad row is listed with line and column; a file with
+    /// bad rows imports nothing unless --good-rows. Importing the same file again adds nothing.
+    /// Exit 0 when imported, 2 when rows were refused, 1 on any other error.
+    Applications {
+        file: PathBuf,
+        /// Import the good rows even when some are bad.
+        #[arg(long)]
+        good_rows: bool,
+        /// Who is importing, recorded on every event: staff:NAME.
+        #[arg(long, default_value = "staff:cli")]
+        actor: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StaffCommand {
+    /// Make a new API token for NAME: prints the token (give it to them) and the lines to
+    /// add to the configuration (which keeps only its SHA-256).
+    Token { name: String },
 }
 
 #[derive(Subcommand)]
@@ -145,7 +189,10 @@ fn init_logging(config: &Config) {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     let clock: SharedClock = Arc::new(SystemClock);
     match command {
-        Command::Serve => {
+        Command::Serve { demo } => {
+            if demo && seed_demo(&config, clock.clone(), 300).await?.is_some() {
+                eprintln!("hpki: the database was empty; seeded the demo data set");
+            }
             let running = serve::start(&config, clock).await?;
             let listen = &config.server.listen;
             let host = listen
@@ -156,6 +203,82 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 running.port
             );
             running.done.await??;
+        }
+        Command::Import(ImportCommand::Applications {
+            file,
+            good_rows,
+            actor,
+        }) => {
+            let actor = hpki_events::Actor::parse(&actor).map_err(|why| anyhow::anyhow!(why))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let store = open_store(&config, clock.clone()).await?;
+            let office = serve::office(&config, store, clock)?;
+            let mode = if good_rows {
+                ImportMode::GoodRows
+            } else {
+                ImportMode::AllOrNothing
+            };
+            let bar = rows_bar("取り込み中 / importing");
+            let outcome = office
+                .import(&bytes, mode, &actor, &|done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await;
+            bar.finish_and_clear();
+            let name = file.display();
+            match outcome {
+                Ok(report) => {
+                    for e in &report.errors {
+                        eprintln!("{name}:{}: [{}] {} / {}", e.line, e.column, e.ja, e.en);
+                    }
+                    println!(
+                        "{name}: {} 件を取り込みました（既に取り込み済み {} 件、誤り {} 件） / imported {}, already imported {}, refused {} ({}, sha256 {})",
+                        report.imported,
+                        report.already_imported,
+                        report.errors.len(),
+                        report.imported,
+                        report.already_imported,
+                        report.errors.len(),
+                        report.encoding,
+                        report.file_sha256
+                    );
+                    if !report.errors.is_empty() {
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+                Err(OfficeError::Problem(problem)) => {
+                    for d in &problem.details {
+                        let line = d.line.map_or(String::new(), |l| format!("{l}:"));
+                        let column = d.column.as_deref().unwrap_or("");
+                        eprintln!(
+                            "{name}:{line} [{column}] {} / {}",
+                            d.message.ja, d.message.en
+                        );
+                    }
+                    eprintln!("{name}: {} / {}", problem.message.ja, problem.message.en);
+                    return Ok(ExitCode::from(2));
+                }
+                Err(OfficeError::Internal(error)) => return Err(error),
+            }
+        }
+        Command::Demo { applications } => {
+            let seeded = seed_demo(&config, clock, applications)
+                .await?
+                .context("the database already holds events; the demo seeds an empty database")?;
+            println!(
+                "demo: {} applications ({} approved, of which {} with the card deferred and the QR pre-issued; {} rejected)",
+                seeded.applications, seeded.approved, seeded.deferred, seeded.rejected
+            );
+        }
+        Command::Staff(StaffCommand::Token { name }) => {
+            hpki_events::Actor::parse(&format!("staff:{name}"))
+                .map_err(|why| anyhow::anyhow!(why))?;
+            let token = hex::encode(hpki_backoffice::secrets::Secret::random().bytes());
+            let hash = hex::encode(openssl::sha::sha256(token.as_bytes()));
+            println!("token for {name} (shown once; give it to them): {token}");
+            println!("add to the configuration:\n[staff.{name}]\ntoken_sha256 = \"{hash}\"");
         }
         Command::Migrate => {
             let store = open_store(&config, clock).await?;
@@ -295,6 +418,41 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     }
     std::io::stdout().flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seeds the demo data set into an empty database, showing progress; `None` when the
+/// database already holds events.
+async fn seed_demo(
+    config: &Config,
+    clock: SharedClock,
+    applications: usize,
+) -> anyhow::Result<Option<hpki_backoffice::demo::Seeded>> {
+    let store = open_store(config, clock.clone()).await?;
+    if store.count_events().await? > 0 {
+        return Ok(None);
+    }
+    let office = serve::office(config, store, clock)?;
+    let bar = rows_bar("");
+    let seeded = hpki_backoffice::demo::seed(&office, applications, &|what, done, total| {
+        bar.set_message(what.to_owned());
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    bar.finish_and_clear();
+    Ok(Some(seeded))
+}
+
+/// A progress bar for work counted in rows or items.
+fn rows_bar(what: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec}, {eta})")
+            .expect("a valid template"),
+    );
+    bar.set_message(what);
+    bar
 }
 
 /// A progress bar on standard error for long work (hidden when it is not a terminal).

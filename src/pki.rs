@@ -42,6 +42,7 @@ pub enum PkiError {
 }
 
 /// An issuing CA: its certificate and its signing key.
+#[derive(Clone)]
 pub struct Ca {
     pub cert: X509,
     key: PKey<Private>,
@@ -482,14 +483,26 @@ pub fn load_authorities(
 
 /// Writes a secret file readable by its owner only.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), PkiError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| PkiError::Invalid(format!("cannot create {}: {e}", path.display())))?;
-    file.write_all(bytes)
+    crate::secrets::write_private(path, bytes)
         .map_err(|e| PkiError::Invalid(format!("cannot write {}: {e}", path.display())))
+}
+
+/// An ASN.1 time as an `OffsetDateTime` (UTC).
+pub fn to_time(at: &openssl::asn1::Asn1TimeRef) -> Result<OffsetDateTime, PkiError> {
+    let diff = Asn1Time::from_unix(0)?.diff(at)?;
+    let seconds = diff.days as i64 * 86_400 + diff.secs as i64;
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .map_err(|e| PkiError::Invalid(format!("certificate time out of range: {e}")))
+}
+
+/// A name as one line, `C=JP, O=..., CN=...`, for people.
+pub fn name_text(name: &X509NameRef) -> String {
+    name.entries()
+        .map(|entry| {
+            let key = entry.object().nid().short_name().unwrap_or("?");
+            let value = String::from_utf8_lossy(entry.data().as_slice());
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -34,14 +34,7 @@ fn last_of_month(year: i32, month: Month) -> Date {
 /// Reads an entered password as an 8-digit birth date, `YYYYMMDD`. Full-width digits are read
 /// as ASCII; anything that cannot be eight digits is refused (and is not a password attempt).
 pub fn read_password(entered: &str) -> Option<String> {
-    let digits: String = entered
-        .trim()
-        .chars()
-        .map(|c| match c {
-            '０'..='９' => char::from_u32(c as u32 - '０' as u32 + '0' as u32).unwrap_or(c),
-            c => c,
-        })
-        .collect();
+    let digits = crate::intake::ascii_digits(entered.trim());
     (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
 }
 

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::api::Api;
 use crate::audit::{self, AuditKey};
 use crate::clock::{JST, SharedClock};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::office::Office;
 use crate::projection_runner;
+use crate::secrets::{Kek, Secret};
 use crate::store::{Store, redact_url};
 
 /// Opens the store named by the configuration, with a clear message when it cannot.
@@ -48,6 +51,50 @@ pub fn authority_cas(
     Ok(cas)
 }
 
+/// A secret file, generated (with a warning) on first start.
+fn secret(path: &std::path::Path, what: &str) -> anyhow::Result<Secret> {
+    let (secret, generated) = Secret::load_or_generate(path)?;
+    if generated {
+        tracing::warn!(
+            path = %path.display(),
+            "GENERATED A NEW {what}: fine for development; in production provision it and back it up apart from the database"
+        );
+    }
+    Ok(secret)
+}
+
+/// The registration office over `store`: authorities and their CAs, the key-encryption key
+/// and the QR secret, all from the configuration (development ones made on first start).
+pub fn office(config: &Config, store: Store, clock: SharedClock) -> anyhow::Result<Office> {
+    let cas = authority_cas(config, clock.as_ref())?;
+    let kek = Kek::new(secret(&config.keys.kek_file, "KEY-ENCRYPTION KEY")?);
+    let qr_secret = secret(&config.keys.qr_secret_file, "QR SECRET")?;
+    Office::new(store, config, cas, kek, qr_secret, clock)
+}
+
+/// Keeps `size` second-certificate key pairs generated ahead of issuance.
+async fn fill_key_pool(office: Office, size: usize) {
+    loop {
+        match office.store().unclaimed_keys().await {
+            Ok(have) if (have as usize) < size => {
+                let want = (size - have as usize).min(8);
+                if let Err(error) =
+                    crate::office::generate_keys(office.store(), office.kek(), want, &|_, _| {})
+                        .await
+                {
+                    tracing::error!(error = %error, "filling the key pool failed");
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_secs(5)).await,
+            Err(error) => {
+                tracing::error!(error = %error, "reading the key pool failed");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    }
+}
+
 /// A running back office.
 pub struct Running {
     pub port: u16,
@@ -66,7 +113,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         })?;
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
-    let _cas = authority_cas(config, clock.as_ref())?;
+    let office = office(config, store.clone(), clock.clone())?;
+    tokio::spawn(fill_key_pool(office.clone(), config.keys.pool_size));
 
     let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
     tokio::spawn(projection_runner::follow(
@@ -80,7 +128,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
     };
-    let (server, port) = http::build(state, &config.server.listen)
+    let api = Api::new(office, config);
+    let (server, port) = http::build(state, api, &config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let handle = server.handle();
     tracing::info!(

@@ -223,12 +223,7 @@ fn bad_configuration_and_database_urls_get_one_clear_line() {
 async fn serve_answers_health_readiness_and_metrics() {
     for db in both().await {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = hpki_backoffice::config::Config::default();
-        config.database_url = db.url.clone();
-        config.server.listen = "127.0.0.1:0".into();
-        config.audit.key_file = dir.path().join("audit.pem");
-        config.data_dir = dir.path().to_owned();
-        config.projections.poll_interval_ms = 20;
+        let config = config(&db, dir.path());
         let running = hpki_backoffice::serve::start(&config, clock())
             .await
             .unwrap();

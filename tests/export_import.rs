@@ -54,7 +54,7 @@ fn line(position: i64, prev: &ChainHash, body: &str) -> (String, ChainHash) {
 
 fn v1_body(position: i64, stream: &str) -> String {
     format!(
-        r#"{{"actor":"staff:suzuki","causation_id":null,"correlation_id":"00000000-0000-0000-0000-000000000000","event_id":"{}","payload":{{"authority":"jma","channel":"paper","email":"a@example.jp","name_kana":"ヤマダ タロウ","name_kanji":"山田 太郎","name_romaji":"YAMADA TARO","registry_number":"123456"}},"position":{position},"recorded_at":"2026-01-05T00:00:00.000000Z","schema_version":1,"stream":"{stream}","type":"ApplicationReceived","version":1}}"#,
+        r#"{{"actor":"staff:suzuki","causation_id":null,"correlation_id":"00000000-0000-0000-0000-000000000000","event_id":"{}","payload":{{"address":"東京都","application_id":"00000000-0000-0000-0000-000000000000","authority":"jma","birth_date":{{"data":"c2VhbGVk","kek":"test"}},"channel":"paper","delivery":{{"to":"home"}},"email":"a@example.jp","name_kana":"ヤマダ タロウ","name_kanji":"山田 太郎","name_romaji":"YAMADA TARO","photo":null,"postal_code":"113-8621","profession":"physician","registry_number":"123456","subscriber_id":"123456"}},"position":{position},"recorded_at":"2026-01-05T00:00:00.000000Z","schema_version":1,"stream":"{stream}","type":"ApplicationReceived","version":1}}"#,
         uuid::Uuid::new_v4()
     )
 }
@@ -178,9 +178,10 @@ async fn unknown_types_and_wrong_shapes_are_refused() {
     let (l1, h1) = line(1, &GENESIS_HASH, &shape);
     let end = serde_json::json!({"end": {"events": 1, "head_hash": h1.to_hex()}}).to_string();
     let err = refused(&format!("{l1}\n{end}")).await;
+    // The v1 payload is upcast first; the bad channel is then found in the v2 shape.
     assert!(
         err.starts_with(
-            "bad.jsonl:1: position 1: payload of ApplicationReceived v1 has the wrong shape"
+            "bad.jsonl:1: position 1: payload of ApplicationReceived v2 has the wrong shape"
         ),
         "{err}"
     );

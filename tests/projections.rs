@@ -11,7 +11,9 @@ use hpki_events::{Event, NewEvent};
 use hpki_projections::{Projection, Streams};
 
 async fn approve(store: &hpki_backoffice::store::Store, i: u64) {
-    let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {}));
+    let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {
+        application_id: uuid::Uuid::nil(),
+    }));
     store
         .append_to(
             &format!("application-{i}"),
@@ -91,7 +93,7 @@ async fn a_rebuild_gives_the_rows_the_runner_built() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("no projection is named \"nonsense\" (known: streams)"),
+            err.contains("no projection is named \"nonsense\" (known: streams, applications"),
             "{err}"
         );
     }
@@ -112,9 +114,10 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
         let out = dir.path().join("as-of.db");
         let as_of = time::macros::datetime!(2026-11-22 01:59:59.999999 UTC);
         let replay = replay_as_of(&store, as_of, &out, &|_| {}).await.unwrap();
+        // Ten streams, and ten applications on the work lists.
         assert_eq!(
             (replay.position, replay.documents),
-            (10, 10),
+            (10, 20),
             "{}",
             db.backend
         );

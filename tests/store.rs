@@ -32,7 +32,9 @@ async fn appends_read_back_in_order_with_versions_and_metadata() {
             db.backend
         );
         clock.advance(time::Duration::minutes(5));
-        let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {}));
+        let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {
+            application_id: uuid::Uuid::nil(),
+        }));
         store
             .append_to(
                 "application-1",
@@ -157,6 +159,7 @@ async fn appending_a_stored_event_id_again_is_a_no_op() {
         assert_eq!(store.count_events().await.unwrap(), 1);
         // Mixed with a new event, the stored id is refused rather than half-applied.
         let rejected = NewEvent::new(Event::ApplicationRejected(ApplicationRejected {
+            application_id: uuid::Uuid::nil(),
             reason: "x".into(),
         }));
         let err = store

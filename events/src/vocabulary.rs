@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use time::Date;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -98,28 +100,42 @@ macro_rules! vocabulary {
 }
 
 vocabulary! {
+    // An applicant's stream, `subscriber-<authority>-<registry number>`: every application of
+    // one person to one authority, and everything issued to them.
     ApplicationReceived = 2,
+    PhotoAttached = 1,
+    DocumentsChecked = 1,
     ApplicationApproved = 1,
     ApplicationRejected = 1,
+    CardDeferred = 1,
+    CardCertificateIssued = 1,
+    SecondCertificateIssued = 1,
+    QrIssued = 1,
+    // An authority's card stock, `cardstock-<authority>`: blank cards received and used, and
+    // the queue of approved applications waiting for a card.
+    CardStockReceived = 1,
+    CardStockUsed = 1,
+    CardQueued = 1,
+    CardAllocated = 1,
 }
 
 /// Turns a payload of version `from` into version `from + 1`.
-fn upcast(event_type: &str, from: u32, payload: Value) -> Result<Value, serde_json::Error> {
+fn upcast(event_type: &str, from: u32, mut payload: Value) -> Result<Value, serde_json::Error> {
     match (event_type, from) {
+        // Version 1 named only the channel; version 2 names the source, with the batch row for
+        // idempotent CSV import. Everything else is unchanged.
         ("ApplicationReceived", 1) => {
-            let v1: ApplicationReceivedV1 = serde_json::from_value(payload)?;
-            serde_json::to_value(ApplicationReceived {
-                authority: v1.authority,
-                registry_number: v1.registry_number,
-                name_kanji: v1.name_kanji,
-                name_kana: v1.name_kana,
-                name_romaji: v1.name_romaji,
-                email: v1.email,
-                source: Source {
-                    channel: v1.channel,
-                    batch: None,
-                },
-            })
+            let object = payload.as_object_mut().ok_or_else(|| {
+                serde::de::Error::custom("an ApplicationReceived v1 payload is an object")
+            })?;
+            let channel = object
+                .remove("channel")
+                .ok_or_else(|| serde::de::Error::missing_field("channel"))?;
+            object.insert(
+                "source".into(),
+                serde_json::json!({"channel": channel, "batch": null}),
+            );
+            Ok(payload)
         }
         _ => Ok(payload),
     }
@@ -129,8 +145,11 @@ fn upcast(event_type: &str, from: u32, payload: Value) -> Result<Value, serde_js
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
+    /// The JSON API, used by the applicant-facing web form.
     Web,
+    /// Staff keying in a paper form.
     Paper,
+    /// A CSV batch from a prefectural association.
     Csv,
 }
 
@@ -148,40 +167,190 @@ pub struct BatchRow {
     pub line: u64,
 }
 
+/// Where the QR card (and the IC card) is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum Delivery {
+    /// The subscriber's postal address.
+    Home,
+    /// An association office, which hands the card over in person.
+    Office { name: String },
+}
+
+/// A secret sealed with AES-256-GCM under the key-encryption key `kek` (named by its id);
+/// `data` is base64 of nonce, ciphertext and tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    pub kek: String,
+    pub data: String,
+}
+
+/// A face photo, kept beside the log by its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhotoRef {
+    pub sha256: String,
+    pub media_type: String,
+    pub bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplicationReceived {
+    pub application_id: Uuid,
     pub authority: String,
     pub registry_number: String,
+    pub subscriber_id: String,
     pub name_kanji: String,
     pub name_kana: String,
     pub name_romaji: String,
+    /// Sealed: the birth date is the QR's password and never stands in the log in clear.
+    pub birth_date: Sealed,
+    pub profession: String,
     pub email: String,
+    pub postal_code: String,
+    pub address: String,
+    pub delivery: Delivery,
+    pub photo: Option<PhotoRef>,
     pub source: Source,
-}
-
-/// Version 1 named only the channel; version 2 added the batch row for idempotent CSV import.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplicationReceivedV1 {
-    authority: String,
-    registry_number: String,
-    name_kanji: String,
-    name_kana: String,
-    name_romaji: String,
-    email: String,
-    channel: Channel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApplicationApproved {}
+pub struct PhotoAttached {
+    pub application_id: Uuid,
+    pub photo: PhotoRef,
+}
+
+/// Staff checked the documents (identity, licence, photo) against the application.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsChecked {
+    pub application_id: Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationApproved {
+    pub application_id: Uuid,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplicationRejected {
+    pub application_id: Uuid,
     /// Told to the applicant.
     pub reason: String,
+}
+
+/// No blank card was in stock at approval: the card waits, the QR goes out alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardDeferred {
+    pub application_id: Uuid,
+}
+
+/// An issued certificate as the log keeps it: public, so whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Upper-case hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    /// RFC 3339, UTC.
+    pub not_before: String,
+    pub not_after: String,
+    /// The DER, base64.
+    pub der: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardCertificateIssued {
+    pub application_id: Uuid,
+    /// The IC card's own serial number.
+    pub card_serial: String,
+    pub certificate: Certificate,
+}
+
+/// The second certificate, whose key the back office holds sealed (`key_id`) for the signing
+/// platform. The private key never enters the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondCertificateIssued {
+    pub application_id: Uuid,
+    pub key_id: Uuid,
+    pub certificate: Certificate,
+}
+
+/// How a QR reaches its subscriber.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum QrDelivery {
+    /// Printed on a QR card by the mail house and sent to `destination`.
+    Print { destination: Delivery },
+    /// The registration URL sent by e-mail (JPA's reissue route).
+    Email,
+    /// Shown on screen at once (JMA's on-screen reissue).
+    Screen,
+}
+
+/// An initial-registration QR. The token is not here: only its SHA-256, and the server's QR
+/// secret can derive it again from `qr_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrIssued {
+    pub qr_id: Uuid,
+    pub application_id: Uuid,
+    /// The second certificate the QR registers a phone for.
+    pub certificate_serial: String,
+    pub token_sha256: String,
+    /// JST dates, `YYYY-MM-DD`.
+    pub issued_on: Date,
+    pub last_usable_day: Date,
+    /// Issued before the IC card, because cards were short.
+    pub pre_issued: bool,
+    pub delivery: QrDelivery,
+}
+
+/// A blank IC card: its serial and the public key made on it at personalisation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlankCard {
+    pub card_serial: String,
+    /// SubjectPublicKeyInfo, DER, base64.
+    pub public_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardStockReceived {
+    pub cards: Vec<BlankCard>,
+}
+
+/// Cards taken out of stock other than by issuance (spoiled at personalisation, samples).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardStockUsed {
+    pub card_serials: Vec<String>,
+    pub reason: String,
+}
+
+/// An approved application waits for a card, in approval order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardQueued {
+    pub subscriber: String,
+    pub application_id: Uuid,
+}
+
+/// A card from stock goes to an application (at approval, or from the queue).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardAllocated {
+    pub card_serial: String,
+    pub subscriber: String,
+    pub application_id: Uuid,
 }
 
 #[cfg(test)]
@@ -191,12 +360,25 @@ pub(crate) mod tests {
 
     pub(crate) fn sample_application() -> Event {
         Event::ApplicationReceived(ApplicationReceived {
+            application_id: Uuid::nil(),
             authority: "jma".into(),
             registry_number: "123456".into(),
+            subscriber_id: "123456".into(),
             name_kanji: "山田 太郎".into(),
             name_kana: "ヤマダ タロウ".into(),
             name_romaji: "YAMADA TARO".into(),
+            birth_date: Sealed {
+                kek: "k1".into(),
+                data: "AAAA".into(),
+            },
+            profession: "physician".into(),
             email: "taro@example.jp".into(),
+            postal_code: "113-8621".into(),
+            address: "東京都文京区本駒込2-28-16".into(),
+            delivery: Delivery::Office {
+                name: "東京都医師会".into(),
+            },
+            photo: None,
             source: Source {
                 channel: Channel::Web,
                 batch: None,
@@ -209,6 +391,10 @@ pub(crate) mod tests {
         let event = sample_application();
         let payload = event.to_payload().unwrap();
         assert_eq!(
+            payload["delivery"],
+            json!({"to": "office", "name": "東京都医師会"})
+        );
+        assert_eq!(
             Event::decode("ApplicationReceived", 2, payload).unwrap(),
             event
         );
@@ -216,14 +402,36 @@ pub(crate) mod tests {
 
     #[test]
     fn version_1_is_upcast() {
-        let v1 = json!({
-            "authority": "jma", "registry_number": "123456", "name_kanji": "山田 太郎",
-            "name_kana": "ヤマダ タロウ", "name_romaji": "YAMADA TARO",
-            "email": "taro@example.jp", "channel": "web"
-        });
+        let mut v1 = sample_application().to_payload().unwrap();
+        let object = v1.as_object_mut().unwrap();
+        object.remove("source");
+        object.insert("channel".into(), json!("web"));
         assert_eq!(
             Event::decode("ApplicationReceived", 1, v1).unwrap(),
             sample_application()
+        );
+        let err = Event::decode("ApplicationReceived", 1, json!({"authority": "jma"})).unwrap_err();
+        assert!(err.to_string().contains("channel"), "{err}");
+    }
+
+    #[test]
+    fn dates_are_written_as_iso_days() {
+        let qr = QrIssued {
+            qr_id: Uuid::nil(),
+            application_id: Uuid::nil(),
+            certificate_serial: "01".into(),
+            token_sha256: "00".into(),
+            issued_on: time::macros::date!(2026 - 11 - 22),
+            last_usable_day: time::macros::date!(2027 - 02 - 22),
+            pre_issued: false,
+            delivery: QrDelivery::Email,
+        };
+        let payload = Event::QrIssued(qr.clone()).to_payload().unwrap();
+        assert_eq!(payload["issued_on"], "2026-11-22");
+        assert_eq!(payload["delivery"], json!({"by": "email"}));
+        assert_eq!(
+            Event::decode("QrIssued", 1, payload).unwrap(),
+            Event::QrIssued(qr)
         );
     }
 

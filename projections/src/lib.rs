@@ -9,8 +9,10 @@ use hpki_events::RecordedEvent;
 use serde_json::Value;
 
 mod streams;
+mod work;
 
 pub use streams::Streams;
+pub use work::{Applications, Cards, Certificates, Qrs};
 
 /// A row of a read model. `list` is the work list (or state) the row is on, `sort_key` orders
 /// it within that list, `body` holds what the pages show.
@@ -64,7 +66,13 @@ pub trait Projection: Send + Sync {
 
 /// Every projection the back office keeps.
 pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(Streams)]
+    vec![
+        Box::new(Streams),
+        Box::new(Applications),
+        Box::new(Certificates),
+        Box::new(Qrs),
+        Box::new(Cards),
+    ]
 }
 
 /// A projection's documents held in memory: for replay, rebuild and tests.

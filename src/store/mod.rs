@@ -8,6 +8,7 @@
 
 mod pg_copy;
 mod postgres;
+mod side;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use crate::clock::SharedClock;
 
 pub use postgres::PgStore;
+pub use side::{PooledKey, StoredPhoto};
 pub use sqlite::SqliteStore;
 
 /// What the appender believes the stream's version to be.
@@ -339,9 +341,18 @@ impl Store {
 
     /// Every event of one stream, decoded, in version order.
     pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_stream_after(stream, 0).await
+    }
+
+    /// The events of one stream after version `after_version`, decoded, in version order.
+    pub async fn read_stream_after(
+        &self,
+        stream: &str,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = match &self.db {
-            Db::Sqlite(db) => db.read_stream(stream).await?,
-            Db::Postgres(db) => db.read_stream(stream).await?,
+            Db::Sqlite(db) => db.read_stream(stream, after_version).await?,
+            Db::Postgres(db) => db.read_stream(stream, after_version).await?,
         };
         rows.iter().map(RawEvent::decode).collect()
     }

@@ -75,15 +75,7 @@ impl PgStore {
                 .await?
                 .into_iter()
                 .collect();
-        let versions: HashMap<String, i64> = sqlx::query_as(
-            "SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s)
-             FROM unnest($1::text[]) AS s",
-        )
-        .bind(streams)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let versions = stream_versions(&mut tx, streams).await?;
 
         let (rows, outcomes, new_head) = plan(Known {
             head,
@@ -110,12 +102,17 @@ impl PgStore {
         Ok(rows.iter().map(raw_event).collect())
     }
 
-    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RawEvent>, StoreError> {
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: i64,
+    ) -> Result<Vec<RawEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash
-             FROM events WHERE stream = $1 ORDER BY version",
+             FROM events WHERE stream = $1 AND version > $2 ORDER BY version",
         )
         .bind(stream)
+        .bind(after_version)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(raw_event).collect())
@@ -319,7 +316,7 @@ async fn apply_change(
     Ok(())
 }
 
-fn doc_row(row: &sqlx::postgres::PgRow) -> Result<(String, Doc), StoreError> {
+pub(super) fn doc_row(row: &sqlx::postgres::PgRow) -> Result<(String, Doc), StoreError> {
     let body: String = row.get(3);
     let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
         position: 0,
@@ -333,6 +330,22 @@ fn doc_row(row: &sqlx::postgres::PgRow) -> Result<(String, Doc), StoreError> {
             body,
         },
     ))
+}
+
+/// The current version of each stream named (0 for one that does not exist).
+pub(super) async fn stream_versions(
+    conn: &mut sqlx::PgConnection,
+    streams: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    Ok(sqlx::query_as(
+        "SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s)
+         FROM unnest($1::text[]) AS s",
+    )
+    .bind(streams)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect())
 }
 
 async fn head(conn: &mut sqlx::PgConnection, lock: &'static str) -> Result<Head, sqlx::Error> {

@@ -106,18 +106,7 @@ impl SqliteStore {
         .iter()
         .filter_map(|id| Uuid::parse_str(id).ok())
         .collect();
-        let streams_json = serde_json::to_string(streams).expect("strings encode");
-        // One row holding a JSON object, not one row a stream: each row costs a thread hand-off.
-        let versions: String = sqlx::query_scalar(
-            "SELECT json_group_object(j.value,
-                        (SELECT coalesce(max(version), 0) FROM events WHERE stream = j.value))
-             FROM json_each(?1) AS j",
-        )
-        .bind(streams_json)
-        .fetch_one(&mut *tx)
-        .await?;
-        let versions: HashMap<String, i64> =
-            serde_json::from_str(&versions).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let versions = stream_versions(&mut tx, streams).await?;
 
         let (rows, outcomes, new_head) = plan(Known {
             head,
@@ -148,12 +137,17 @@ impl SqliteStore {
         self.file.as_deref()
     }
 
-    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RawEvent>, StoreError> {
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: i64,
+    ) -> Result<Vec<RawEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash
-             FROM events WHERE stream = ?1 ORDER BY version",
+             FROM events WHERE stream = ?1 AND version > ?2 ORDER BY version",
         )
         .bind(stream)
+        .bind(after_version)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(raw_event).collect()
@@ -360,7 +354,7 @@ async fn apply_change(
     Ok(())
 }
 
-fn doc_row(row: &sqlx::sqlite::SqliteRow) -> Result<(String, Doc), StoreError> {
+pub(super) fn doc_row(row: &sqlx::sqlite::SqliteRow) -> Result<(String, Doc), StoreError> {
     let body: String = row.get(3);
     let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
         position: 0,
@@ -374,6 +368,24 @@ fn doc_row(row: &sqlx::sqlite::SqliteRow) -> Result<(String, Doc), StoreError> {
             body,
         },
     ))
+}
+
+/// The current version of each stream named (0 for one that does not exist).
+pub(super) async fn stream_versions(
+    conn: &mut sqlx::SqliteConnection,
+    streams: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let streams_json = serde_json::to_string(streams).expect("strings encode");
+    // One row holding a JSON object, not one row a stream: each row costs a thread hand-off.
+    let versions: String = sqlx::query_scalar(
+        "SELECT json_group_object(j.value,
+                    (SELECT coalesce(max(version), 0) FROM events WHERE stream = j.value))
+         FROM json_each(?1) AS j",
+    )
+    .bind(streams_json)
+    .fetch_one(&mut *conn)
+    .await?;
+    serde_json::from_str(&versions).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Head, sqlx::Error> {

@@ -76,6 +76,17 @@ pub async fn open(db: &TestDb, clock: SharedClock) -> Store {
 
 pub fn application(n: u64) -> Event {
     Event::ApplicationReceived(ApplicationReceived {
+        application_id: uuid::Uuid::from_u128(n as u128 + 1),
+        subscriber_id: "000000".into(),
+        birth_date: hpki_events::vocabulary::Sealed {
+            kek: "test".into(),
+            data: "c2VhbGVk".into(),
+        },
+        profession: "physician".into(),
+        postal_code: "113-8621".into(),
+        address: "東京都文京区本駒込2-28-16".into(),
+        delivery: hpki_events::vocabulary::Delivery::Home,
+        photo: None,
         authority: if n % 2 == 0 {
             "jma".into()
         } else {
@@ -116,3 +127,26 @@ pub fn audit_key() -> hpki_backoffice::audit::AuditKey {
         .unwrap()
         .0
 }
+
+/// A configuration for a server under test: every file under `dir`, any free port, one staff
+/// member (`suzuki`, token [`STAFF_TOKEN`]), a small key pool.
+pub fn config(db: &TestDb, dir: &std::path::Path) -> hpki_backoffice::config::Config {
+    let mut config = hpki_backoffice::config::Config::default();
+    config.database_url = db.url.clone();
+    config.server.listen = "127.0.0.1:0".into();
+    config.data_dir = dir.to_owned();
+    config.audit.key_file = dir.join("keys/audit.pem");
+    config.keys.kek_file = dir.join("keys/kek.hex");
+    config.keys.qr_secret_file = dir.join("keys/qr-secret.hex");
+    config.keys.pool_size = 2;
+    config.projections.poll_interval_ms = 20;
+    config.staff.insert(
+        "suzuki".into(),
+        hpki_backoffice::config::Staff {
+            token_sha256: hex::encode(openssl::sha::sha256(STAFF_TOKEN.as_bytes())),
+        },
+    );
+    config
+}
+
+pub const STAFF_TOKEN: &str = "test-token-for-suzuki";

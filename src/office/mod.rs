@@ -1,0 +1,239 @@
+//! The registration office's commands: take in applications, review them, issue certificates
+//! and QRs, keep the card stock. Every command reads the aggregates it decides on, decides,
+//! and appends with the versions it read, so two staff members acting at once can never both
+//! succeed on stale state: the loser re-reads and decides again.
+//!
+//! Streams: `subscriber-<authority>-<registry number>` (one person at one authority: their
+//! applications, certificates and QRs) and `cardstock-<authority>`.
+
+mod applications;
+mod issuance;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use hpki_events::{Actor, Metadata, NewEvent};
+use time::Date;
+use uuid::Uuid;
+
+use crate::clock::{JST, SharedClock};
+use crate::config::{Authority, Config};
+use crate::pki::Ca;
+use crate::problem::{OfficeError, Problem};
+use crate::secrets::{Kek, Secret};
+use crate::store::{AppendError, ExpectedVersion, Store, StreamAppend};
+
+pub use applications::{ImportMode, ImportReport, Submitted};
+pub use issuance::{Approval, CardOutcome, CardsReceived, generate_keys};
+use state::{Aggregate, Stock, Subscriber};
+
+/// How often a command re-reads and decides again after losing a race before it gives up.
+const TRIES: usize = 20;
+
+/// The office: cheap to clone, shared by the API, the CLI and the demo.
+#[derive(Clone)]
+pub struct Office {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: SharedClock,
+    authorities: BTreeMap<String, Authority>,
+    cas: BTreeMap<String, Ca>,
+    kek: Kek,
+    qr_secret: Secret,
+    portal_base_url: String,
+    photo_max_bytes: usize,
+    subscribers: Cache<Subscriber>,
+    stocks: Cache<Stock>,
+    /// One issuing command at a time per authority in this process: every approval takes
+    /// from the same card stock stream, and racing them would only waste signatures on
+    /// retries. Other processes are still kept apart by the stream's version.
+    issuing: BTreeMap<String, tokio::sync::Mutex<()>>,
+}
+
+/// Aggregates as last read, by stream, so a command reads only the events after the version
+/// it already holds. Bounded: past `CACHE_LIMIT` streams it starts afresh.
+struct Cache<A>(Mutex<HashMap<String, (i64, Arc<A>)>>);
+
+const CACHE_LIMIT: usize = 200_000;
+
+impl<A> Default for Cache<A> {
+    fn default() -> Self {
+        Cache(Mutex::new(HashMap::new()))
+    }
+}
+
+/// Another command changed a stream between our read and our append.
+struct Raced;
+
+impl Office {
+    pub fn new(
+        store: Store,
+        config: &Config,
+        cas: BTreeMap<String, Ca>,
+        kek: Kek,
+        qr_secret: Secret,
+        clock: SharedClock,
+    ) -> anyhow::Result<Office> {
+        for id in config.authorities.keys() {
+            let plain = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            anyhow::ensure!(
+                plain,
+                "authority id {id:?} must be lowercase letters and digits (it names streams)"
+            );
+            anyhow::ensure!(cas.contains_key(id), "authority {id} has no CA loaded");
+        }
+        Ok(Office {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                authorities: config.authorities.clone(),
+                cas,
+                kek,
+                qr_secret,
+                portal_base_url: config.portal.base_url.clone(),
+                photo_max_bytes: config.intake.photo_max_bytes,
+                subscribers: Cache::default(),
+                stocks: Cache::default(),
+                issuing: config
+                    .authorities
+                    .keys()
+                    .map(|id| (id.clone(), tokio::sync::Mutex::new(())))
+                    .collect(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn authorities(&self) -> &BTreeMap<String, Authority> {
+        &self.inner.authorities
+    }
+
+    pub fn ca(&self, authority: &str) -> Option<&Ca> {
+        self.inner.cas.get(authority)
+    }
+
+    pub fn kek(&self) -> &Kek {
+        &self.inner.kek
+    }
+
+    /// The registration URL of a QR: for the print and mail processors only.
+    pub fn registration_url(&self, qr_id: Uuid) -> String {
+        let token = crate::qr::token(self.inner.qr_secret.bytes(), qr_id);
+        crate::qr::registration_url(&self.inner.portal_base_url, &token)
+    }
+
+    /// The JST date the office is working on.
+    pub fn today(&self) -> Date {
+        self.inner.clock.now().to_offset(JST).date()
+    }
+
+    fn authority(&self, id: &str) -> Result<&Authority, Problem> {
+        self.inner.authorities.get(id).ok_or_else(|| {
+            Problem::new(
+                404,
+                "unknown_authority",
+                format!("認証局「{id}」はありません"),
+                format!("there is no authority {id:?}"),
+            )
+            .field("authority")
+        })
+    }
+
+    async fn subscriber(&self, stream: &str) -> Result<(i64, Arc<Subscriber>), OfficeError> {
+        self.load(&self.inner.subscribers, stream).await
+    }
+
+    async fn stock(&self, authority: &str) -> Result<(i64, Arc<Stock>), OfficeError> {
+        self.load(&self.inner.stocks, &stock_stream(authority))
+            .await
+    }
+
+    /// The aggregate of `stream` as of now: the cached state, brought up to date.
+    async fn load<A: Aggregate>(
+        &self,
+        cache: &Cache<A>,
+        stream: &str,
+    ) -> Result<(i64, Arc<A>), OfficeError> {
+        let cached = cache.0.lock().expect("not poisoned").get(stream).cloned();
+        let (mut version, mut state) = cached.unwrap_or_default();
+        let events = self.inner.store.read_stream_after(stream, version).await?;
+        if let Some(last) = events.last() {
+            let fresh = Arc::make_mut(&mut state);
+            for event in &events {
+                fresh.apply(event);
+            }
+            version = last.version;
+            let mut map = cache.0.lock().expect("not poisoned");
+            if map.len() >= CACHE_LIMIT {
+                map.clear();
+            }
+            let newer = map.get(stream).is_some_and(|(v, _)| *v > version);
+            if !newer {
+                map.insert(stream.to_owned(), (version, state.clone()));
+            }
+        }
+        Ok((version, state))
+    }
+
+    /// Appends atomically; `Err(Raced)` when a stream moved since it was read.
+    async fn append(
+        &self,
+        appends: Vec<StreamAppend>,
+        actor: &Actor,
+    ) -> Result<Result<i64, Raced>, OfficeError> {
+        match self
+            .inner
+            .store
+            .append(appends, Metadata::new(actor.clone()))
+            .await
+        {
+            Ok(appended) => Ok(Ok(appended.last_position)),
+            Err(AppendError::Conflict { .. }) => Ok(Err(Raced)),
+            Err(e) => Err(OfficeError::Internal(e.into())),
+        }
+    }
+}
+
+pub fn subscriber_stream(authority: &str, registry_number: &str) -> String {
+    format!("subscriber-{authority}-{registry_number}")
+}
+
+pub fn stock_stream(authority: &str) -> String {
+    format!("cardstock-{authority}")
+}
+
+/// The expectation for appending to a stream read at `version`.
+fn at(version: i64) -> ExpectedVersion {
+    if version == 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(version)
+    }
+}
+
+fn to(stream: &str, version: i64, events: Vec<hpki_events::Event>) -> StreamAppend {
+    StreamAppend {
+        stream: stream.to_owned(),
+        expected: at(version),
+        events: events.into_iter().map(NewEvent::new).collect(),
+    }
+}
+
+fn busy() -> OfficeError {
+    OfficeError::Problem(Problem::new(
+        503,
+        "busy",
+        "混み合っています。しばらくしてからもう一度お試しください",
+        "the office is busy with the same records; try again shortly",
+    ))
+}

@@ -1,0 +1,265 @@
+//! What is kept beside the log: photos by content hash, the pool of sealed second-certificate
+//! keys, and bulk lookups of stream versions for commands that touch many streams at once.
+
+use std::collections::HashMap;
+
+use hpki_events::vocabulary::Sealed;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{Db, Store, StoreError, postgres, sqlite};
+
+/// A face photo as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPhoto {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A generated key pair waiting for a second certificate: its public half in clear, its
+/// private half (PKCS#8 DER) sealed under the key-encryption key.
+#[derive(Clone, Debug)]
+pub struct PooledKey {
+    pub key_id: Uuid,
+    pub public_key: Vec<u8>,
+    pub sealed: Sealed,
+}
+
+impl Store {
+    /// The current version of each stream named (0 for one that does not exist).
+    pub async fn stream_versions(
+        &self,
+        streams: &[String],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let streams: Vec<&str> = streams.iter().map(String::as_str).collect();
+        Ok(match &self.db {
+            Db::Sqlite(db) => {
+                sqlite::stream_versions(&mut *db.pool.acquire().await?, &streams).await?
+            }
+            Db::Postgres(db) => {
+                postgres::stream_versions(&mut *db.pool.acquire().await?, &streams).await?
+            }
+        })
+    }
+
+    /// Stores a photo under its SHA-256 (hex); storing the same bytes again does nothing.
+    pub async fn put_photo(
+        &self,
+        sha256: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => {
+                sqlx::query(
+                    "INSERT INTO photos (sha256, media_type, bytes) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(sha256)
+                .bind(media_type)
+                .bind(bytes)
+                .execute(&db.pool)
+                .await?;
+            }
+            Db::Postgres(db) => {
+                sqlx::query(
+                    "INSERT INTO photos (sha256, media_type, bytes) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(sha256)
+                .bind(media_type)
+                .bind(bytes)
+                .execute(&db.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn photo(&self, sha256: &str) -> Result<Option<StoredPhoto>, StoreError> {
+        let row = match &self.db {
+            Db::Sqlite(db) => {
+                sqlx::query_as::<_, (String, Vec<u8>)>(
+                    "SELECT media_type, bytes FROM photos WHERE sha256 = ?1",
+                )
+                .bind(sha256)
+                .fetch_optional(&db.pool)
+                .await?
+            }
+            Db::Postgres(db) => {
+                sqlx::query_as::<_, (String, Vec<u8>)>(
+                    "SELECT media_type, bytes FROM photos WHERE sha256 = $1",
+                )
+                .bind(sha256)
+                .fetch_optional(&db.pool)
+                .await?
+            }
+        };
+        Ok(row.map(|(media_type, bytes)| StoredPhoto { media_type, bytes }))
+    }
+
+    /// Adds generated keys to the pool, in one transaction.
+    pub async fn add_keys(&self, keys: &[PooledKey]) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => {
+                let mut tx = db.pool.begin().await?;
+                for key in keys {
+                    sqlx::query(
+                        "INSERT INTO second_keys (key_id, public_key, kek, sealed)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .bind(key.key_id.to_string())
+                    .bind(&key.public_key)
+                    .bind(&key.sealed.kek)
+                    .bind(&key.sealed.data)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+            Db::Postgres(db) => {
+                let ids: Vec<Uuid> = keys.iter().map(|k| k.key_id).collect();
+                let public: Vec<&[u8]> = keys.iter().map(|k| &k.public_key[..]).collect();
+                let kek: Vec<&str> = keys.iter().map(|k| &k.sealed.kek[..]).collect();
+                let sealed: Vec<&str> = keys.iter().map(|k| &k.sealed.data[..]).collect();
+                sqlx::query(
+                    "INSERT INTO second_keys (key_id, public_key, kek, sealed)
+                     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[])",
+                )
+                .bind(ids)
+                .bind(public)
+                .bind(kek)
+                .bind(sealed)
+                .execute(&db.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes up to `n` unclaimed keys out of the pool: each is handed out once, whatever
+    /// runs at the same time. A claimed key whose certificate never reaches the log is simply
+    /// never used.
+    pub async fn claim_keys(&self, n: i64) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => {
+                let rows = sqlx::query(
+                    "UPDATE second_keys SET claimed = 1 WHERE key_id IN
+                       (SELECT key_id FROM second_keys WHERE claimed = 0 LIMIT ?1)
+                     RETURNING key_id, public_key",
+                )
+                .bind(n)
+                .fetch_all(&db.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let id: String = row.try_get(0)?;
+                        let id = Uuid::parse_str(&id)
+                            .map_err(|e| StoreError::Scan(format!("key id {id:?}: {e}")))?;
+                        Ok((id, row.try_get(1)?))
+                    })
+                    .collect()
+            }
+            Db::Postgres(db) => Ok(sqlx::query_as(
+                "UPDATE second_keys SET claimed = true WHERE key_id IN
+                   (SELECT key_id FROM second_keys WHERE NOT claimed LIMIT $1
+                    FOR UPDATE SKIP LOCKED)
+                 RETURNING key_id, public_key",
+            )
+            .bind(n)
+            .fetch_all(&db.pool)
+            .await?),
+        }
+    }
+
+    pub async fn unclaimed_keys(&self) -> Result<i64, StoreError> {
+        Ok(match &self.db {
+            Db::Sqlite(db) => {
+                sqlx::query_scalar("SELECT count(*) FROM second_keys WHERE claimed = 0")
+                    .fetch_one(&db.pool)
+                    .await?
+            }
+            Db::Postgres(db) => {
+                sqlx::query_scalar("SELECT count(*) FROM second_keys WHERE NOT claimed")
+                    .fetch_one(&db.pool)
+                    .await?
+            }
+        })
+    }
+
+    /// The sealed private key of a second certificate, for the signing platform.
+    pub async fn sealed_key(&self, key_id: Uuid) -> Result<Option<Sealed>, StoreError> {
+        let row: Option<(String, String)> = match &self.db {
+            Db::Sqlite(db) => {
+                sqlx::query_as("SELECT kek, sealed FROM second_keys WHERE key_id = ?1")
+                    .bind(key_id.to_string())
+                    .fetch_optional(&db.pool)
+                    .await?
+            }
+            Db::Postgres(db) => {
+                sqlx::query_as("SELECT kek, sealed FROM second_keys WHERE key_id = $1")
+                    .bind(key_id)
+                    .fetch_optional(&db.pool)
+                    .await?
+            }
+        };
+        Ok(row.map(|(kek, data)| Sealed { kek, data }))
+    }
+}
+
+impl Store {
+    /// One document of a read model.
+    pub async fn doc(
+        &self,
+        projection: &str,
+        key: &str,
+    ) -> Result<Option<hpki_projections::Doc>, StoreError> {
+        let row = match &self.db {
+            Db::Sqlite(db) => sqlx::query(
+                "SELECT key, list, sort_key, body FROM read_models
+                 WHERE projection = ?1 AND key = ?2",
+            )
+            .bind(projection)
+            .bind(key)
+            .fetch_optional(&db.pool)
+            .await?
+            .map(|row| sqlite::doc_row(&row))
+            .transpose()?,
+            Db::Postgres(db) => sqlx::query(
+                "SELECT key, list, sort_key, body::text FROM read_models
+                 WHERE projection = $1 AND key = $2",
+            )
+            .bind(projection)
+            .bind(key)
+            .fetch_optional(&db.pool)
+            .await?
+            .map(|row| postgres::doc_row(&row))
+            .transpose()?,
+        };
+        Ok(row.map(|(_, doc)| doc))
+    }
+
+    /// How many documents of a read model are on each list.
+    pub async fn doc_counts(&self, projection: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(match &self.db {
+            Db::Sqlite(db) => {
+                sqlx::query_as(
+                    "SELECT list, count(*) FROM read_models WHERE projection = ?1
+                     GROUP BY list ORDER BY list",
+                )
+                .bind(projection)
+                .fetch_all(&db.pool)
+                .await?
+            }
+            Db::Postgres(db) => {
+                sqlx::query_as(
+                    "SELECT list, count(*) FROM read_models WHERE projection = $1
+                     GROUP BY list ORDER BY list",
+                )
+                .bind(projection)
+                .fetch_all(&db.pool)
+                .await?
+            }
+        })
+    }
+}
