@@ -26,6 +26,7 @@ pub struct Config {
     pub portal: Portal,
     pub intake: Intake,
     pub cards: Cards,
+    pub lifecycle: Lifecycle,
     /// Staff who may call the API, by name (the actor recorded is `staff:<name>`).
     pub staff: BTreeMap<String, Staff>,
 }
@@ -73,6 +74,40 @@ pub struct Cards {
 pub struct Staff {
     /// SHA-256 (hex) of the staff member's API token; `hpki staff token NAME` makes one.
     pub token_sha256: String,
+    /// What the staff member may do; a registration officer when not given.
+    #[serde(default = "officer")]
+    pub roles: Vec<Role>,
+}
+
+fn officer() -> Vec<Role> {
+    vec![Role::Officer]
+}
+
+/// A staff role. One person may hold several; dual control holds whatever they hold.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Registration officer: applications, stock, reissues, loss reports, proposals.
+    Officer,
+    /// Revocation approver: decides proposals made by someone else.
+    Approver,
+}
+
+/// The rules after issuance (issue 4).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// Cron expression, seconds first, in JST: when QRs past their last usable day are marked
+    /// expired and reminders are queued, and undecided revocation proposals expire.
+    pub expiry_schedule: String,
+    /// A QR still unused this many days before its last usable day queues a reminder mail.
+    pub reminder_days: i64,
+    /// Password attempts one source address may make per minute, over all QRs.
+    pub password_attempts_per_minute: u32,
+    /// Days a revocation proposal waits for a second person before it expires.
+    pub revocation_decide_days: i64,
+    /// Minutes an on-screen reissue challenge stays valid.
+    pub challenge_minutes: i64,
 }
 
 /// How an applicant's subscriber ID is made from the registry number.
@@ -85,17 +120,8 @@ pub enum SubscriberId {
     RegistryNumberJpa,
 }
 
-/// How a subscriber can ask for a new QR.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum ReissueChannel {
-    /// A request by e-mail; a new registration URL is e-mailed (JPA).
-    Email,
-    /// A web form; a new QR card is printed and mailed (JMA).
-    WebForm,
-    /// On screen, after proving possession of the IC card (JMA).
-    OnScreen,
-}
+/// How a subscriber can ask for a new QR (the event vocabulary's type).
+pub use hpki_events::vocabulary::ReissueChannel;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +203,7 @@ const KEYS: &[&str] = &[
     "portal",
     "intake",
     "cards",
+    "lifecycle",
     "staff",
 ];
 
@@ -218,6 +245,13 @@ impl Default for Config {
             },
             cards: Cards {
                 simulate_personalisation: true,
+            },
+            lifecycle: Lifecycle {
+                expiry_schedule: "0 5 0 * * *".into(),
+                reminder_days: 14,
+                password_attempts_per_minute: 10,
+                revocation_decide_days: 7,
+                challenge_minutes: 5,
             },
             staff: BTreeMap::new(),
         }

@@ -111,6 +111,28 @@ vocabulary! {
     CardCertificateIssued = 1,
     SecondCertificateIssued = 1,
     QrIssued = 1,
+    // After issuance, on the same subscriber stream: the QR's life, the phone, reissues,
+    // loss reports and revocations under dual control.
+    PasswordAccepted = 1,
+    PasswordFailed = 1,
+    QrLocked = 1,
+    QrExpired = 1,
+    QrReminderDue = 1,
+    QrSuperseded = 1,
+    QrInvalidated = 1,
+    DeviceRegistered = 1,
+    DeviceRemoved = 1,
+    ReissueRequested = 1,
+    ReissueDocumentsChecked = 1,
+    ReissueApproved = 1,
+    ReissueRejected = 1,
+    LossReported = 1,
+    LossCaseClosed = 1,
+    RevocationProposed = 1,
+    RevocationApproved = 1,
+    RevocationRejected = 1,
+    RevocationExpired = 1,
+    CertificateRevoked = 1,
     // An authority's card stock, `cardstock-<authority>`: blank cards received and used, and
     // the queue of approved applications waiting for a card.
     CardStockReceived = 1,
@@ -311,6 +333,297 @@ pub struct QrIssued {
     /// Issued before the IC card, because cards were short.
     pub pre_issued: bool,
     pub delivery: QrDelivery,
+}
+
+/// The right birth date was entered for a QR: the portal goes on to sign-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordAccepted {
+    pub qr_id: Uuid,
+}
+
+/// A wrong birth date was entered; `attempt` counts the QR's failures (1 to 5). What was
+/// entered is not recorded: it may be someone's birth date.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordFailed {
+    pub qr_id: Uuid,
+    pub attempt: u8,
+}
+
+/// The fifth failure: the QR's URL no longer works. The certificate is not affected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrLocked {
+    pub qr_id: Uuid,
+}
+
+/// The QR's last usable day has ended. The certificate is not affected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrExpired {
+    pub qr_id: Uuid,
+}
+
+/// The QR is still unused close to its last usable day: a reminder mail is due.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrReminderDue {
+    pub qr_id: Uuid,
+    pub last_usable_day: Date,
+}
+
+/// A reissue replaced the QR with `by`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrSuperseded {
+    pub qr_id: Uuid,
+    pub by: Uuid,
+}
+
+/// The QR can no longer be used because its certificate was revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrInvalidated {
+    pub qr_id: Uuid,
+    pub certificate_serial: String,
+}
+
+/// The portal registered a phone's passkey for a second certificate, through a QR.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRegistered {
+    pub certificate_serial: String,
+    pub qr_id: Uuid,
+    /// base64url, as WebAuthn gives it.
+    pub credential_id: String,
+    /// The credential's public key (COSE), base64url.
+    pub public_key: String,
+    /// The authenticator model, as a UUID.
+    pub aaguid: Uuid,
+    /// When the portal registered it (RFC 3339).
+    pub registered_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceRemoval {
+    /// 機種変更: a new phone follows through a new QR or URL.
+    DeviceChange,
+    /// The phone was lost and the office decided to delete its credential only.
+    DeviceLost,
+    /// The second certificate was revoked.
+    CertificateRevoked,
+}
+
+/// A registered credential is no longer bound to its certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRemoved {
+    pub certificate_serial: String,
+    pub credential_id: String,
+    pub reason: DeviceRemoval,
+}
+
+/// How a reissue was asked for (the authority's configuration says which it offers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReissueChannel {
+    /// By e-mail with documents; the new registration URL is e-mailed (JPA).
+    Email,
+    /// By web form; a new QR card is printed and mailed (JMA).
+    WebForm,
+    /// On screen, proving possession of the IC card; the QR is shown at once (JMA).
+    OnScreen,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReissueReason {
+    Lost,
+    Locked,
+    Expired,
+    Spoiled,
+    /// 機種変更: the registered credential is removed when the reissue is approved.
+    DeviceChange,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueRequested {
+    pub request_id: Uuid,
+    /// The second certificate the new QR is for.
+    pub certificate_serial: String,
+    pub channel: ReissueChannel,
+    pub reason: ReissueReason,
+    /// On screen: the SHA-256 of the signed challenge, so it is never used twice.
+    pub challenge_sha256: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueDocumentsChecked {
+    pub request_id: Uuid,
+}
+
+/// Followed, in the same append, by the new `QrIssued` and a `QrSuperseded` for each earlier
+/// QR of the certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueApproved {
+    pub request_id: Uuid,
+    pub qr_id: Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueRejected {
+    pub request_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// The IC card.
+    Card,
+    /// The phone holding the second certificate's credential.
+    Device,
+}
+
+/// A loss report opens a case the office must decide (by a revocation proposal, or by closing
+/// it with a note).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossReported {
+    pub case_id: Uuid,
+    pub kind: LossKind,
+    /// The issuance (application) whose card or phone was lost.
+    pub application_id: Uuid,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossCaseClosed {
+    pub case_id: Uuid,
+    /// The approved proposal that decided it, if one did.
+    pub proposal_id: Option<Uuid>,
+    pub note: String,
+}
+
+/// What a revocation decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationScope {
+    CardOnly,
+    CardAndSecond,
+    SecondOnly,
+    /// Deletes the phone's credential; revokes no certificate.
+    DeviceOnly,
+}
+
+/// RFC 5280 CRLReason, named as the RFC names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReasonCode {
+    #[serde(rename = "unspecified")]
+    Unspecified,
+    #[serde(rename = "keyCompromise")]
+    KeyCompromise,
+    #[serde(rename = "cACompromise")]
+    CaCompromise,
+    #[serde(rename = "affiliationChanged")]
+    AffiliationChanged,
+    #[serde(rename = "superseded")]
+    Superseded,
+    #[serde(rename = "cessationOfOperation")]
+    CessationOfOperation,
+    #[serde(rename = "certificateHold")]
+    CertificateHold,
+    #[serde(rename = "removeFromCRL")]
+    RemoveFromCrl,
+    #[serde(rename = "privilegeWithdrawn")]
+    PrivilegeWithdrawn,
+    #[serde(rename = "aACompromise")]
+    AaCompromise,
+}
+
+impl ReasonCode {
+    /// The CRLReason value written into a CRL entry.
+    pub fn code(self) -> u8 {
+        match self {
+            ReasonCode::Unspecified => 0,
+            ReasonCode::KeyCompromise => 1,
+            ReasonCode::CaCompromise => 2,
+            ReasonCode::AffiliationChanged => 3,
+            ReasonCode::Superseded => 4,
+            ReasonCode::CessationOfOperation => 5,
+            ReasonCode::CertificateHold => 6,
+            ReasonCode::RemoveFromCrl => 8,
+            ReasonCode::PrivilegeWithdrawn => 9,
+            ReasonCode::AaCompromise => 10,
+        }
+    }
+}
+
+/// One staff member proposes; a different one with the approver role decides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationProposed {
+    pub proposal_id: Uuid,
+    pub case_id: Option<Uuid>,
+    /// The issuance whose certificates and phone the proposal concerns.
+    pub application_id: Uuid,
+    pub scope: RevocationScope,
+    /// Absent for [`RevocationScope::DeviceOnly`].
+    pub reason: Option<ReasonCode>,
+    /// What the approver is shown and what approval will do, fixed when proposed.
+    pub card_serial: Option<String>,
+    pub second_serial: Option<String>,
+    pub credential_id: Option<String>,
+    /// The last JST day it may be decided; after it the proposal has expired.
+    pub decide_by: Date,
+}
+
+/// Followed, in the same append, by what it decided: `CertificateRevoked`, `DeviceRemoved`,
+/// `QrInvalidated`, `LossCaseClosed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationApproved {
+    pub proposal_id: Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRejected {
+    pub proposal_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationExpired {
+    pub proposal_id: Uuid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateKind {
+    Card,
+    Second,
+}
+
+/// A certificate goes on its authority's CRL from here on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRevoked {
+    pub serial: String,
+    pub authority: String,
+    pub kind: CertificateKind,
+    pub reason: ReasonCode,
+    /// The revocation date of the CRL entry (RFC 3339, UTC).
+    pub revoked_at: String,
+    pub proposal_id: Uuid,
 }
 
 /// A blank IC card: its serial and the public key made on it at personalisation.

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use hpki_events::RecordedEvent;
 use serde_json::Value;
 
+mod lifecycle;
 mod streams;
 mod work;
 
+pub use lifecycle::{Lifecycle, Locator};
 pub use streams::Streams;
 pub use work::{Applications, Cards, Certificates, Qrs};
 
@@ -72,6 +74,8 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(Certificates),
         Box::new(Qrs),
         Box::new(Cards),
+        Box::new(Locator),
+        Box::new(Lifecycle),
     ]
 }
 

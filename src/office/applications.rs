@@ -223,23 +223,12 @@ impl Office {
         reason: &str,
         actor: &Actor,
     ) -> Result<(), OfficeError> {
-        let reason = reason.trim();
-        let length = reason.chars().count();
-        if length == 0 || length > 500 {
-            return Err(Problem::new(
-                422,
-                "bad_reason",
-                "却下理由を500文字以内で入力してください（申請者に伝えられます）",
-                "give a reason of 1 to 500 characters (the applicant is told it)",
-            )
-            .field("reason")
-            .into());
-        }
+        let reason = reason_text(reason)?;
         self.review_step(application_id, actor, |subscriber| {
             open_for_review(subscriber, application_id)?;
             Ok(ApplicationRejected {
                 application_id,
-                reason: reason.to_owned(),
+                reason: reason.clone(),
             }
             .into())
         })
@@ -479,4 +468,21 @@ fn detail(
 fn row_detail(e: RowError) -> Detail {
     let column = (!e.column.is_empty()).then_some(e.column);
     detail(Some(e.line), column, e.field, e.code, e.ja, e.en)
+}
+
+/// A decision's reason, told to the person concerned: 1 to 500 characters.
+pub(super) fn reason_text(reason: &str) -> Result<String, OfficeError> {
+    let reason = reason.trim();
+    let length = reason.chars().count();
+    if length == 0 || length > 500 {
+        return Err(Problem::new(
+            422,
+            "bad_reason",
+            "理由を500文字以内で入力してください（ご本人に伝えられます）",
+            "give a reason of 1 to 500 characters (the person concerned is told it)",
+        )
+        .field("reason")
+        .into());
+    }
+    Ok(reason.to_owned())
 }

@@ -71,13 +71,7 @@ impl Office {
         actor: &Actor,
     ) -> Result<Approval, OfficeError> {
         let stream = self.application_stream(application_id).await?;
-        // `subscriber-<authority>-<registry number>`
-        let _turn = self
-            .turn(stream.split('-').nth(1).unwrap_or_default())
-            .await;
-        let mut key = None;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        let documents_checked = |subscriber: &super::state::Subscriber| {
             let application = subscriber
                 .application(application_id)
                 .ok_or_else(|| Problem::not_found("申請", "the application"))?
@@ -85,39 +79,46 @@ impl Office {
             if application.status != Status::DocumentsChecked {
                 return Err(wrong_status(application.status, "documents_checked"));
             }
-            let authority_id = application.received.authority.clone();
-            let authority = self.authority(&authority_id)?.clone();
-            let (stock_version, stock) = self.stock(&authority_id).await?;
-            let (key_id, public_key) = match key.take() {
-                Some(key) => key,
-                None => self.take_key().await?,
-            };
-            let card = stock.available.front().cloned();
-            let ca = self.ca(&authority_id).cloned().ok_or_else(|| {
-                OfficeError::Internal(anyhow::anyhow!("no CA for {authority_id}"))
-            })?;
-            let today = self.today();
-            let (second, card_cert) = {
-                let application = application.clone();
-                let public_key = public_key.clone();
-                let card = card.clone();
-                let authority = authority.clone();
-                tokio::task::spawn_blocking(move || {
-                    let second = sign(&ca, &authority, &application, &public_key, today)?;
-                    let card_cert = match &card {
-                        Some(card) => Some(sign(
-                            &ca,
-                            &authority,
-                            &application,
-                            &card_key(card)?,
-                            today,
-                        )?),
-                        None => None,
-                    };
-                    Ok::<_, anyhow::Error>((second, card_cert))
-                })
+            Ok::<_, OfficeError>(application)
+        };
+        // The second certificate does not depend on the card stock: its key is claimed and
+        // it is signed before this approval waits for the authority's turn, so approvals
+        // sign in parallel and only the card certificate is signed in turn. (A refusal found
+        // in turn leaves the claimed key unused in the pool table.)
+        let application = documents_checked(&self.subscriber(&stream).await?.1)?;
+        let authority_id = application.received.authority.clone();
+        let authority = self.authority(&authority_id)?.clone();
+        let ca = self
+            .ca(&authority_id)
+            .cloned()
+            .ok_or_else(|| OfficeError::Internal(anyhow::anyhow!("no CA for {authority_id}")))?;
+        let today = self.today();
+        let (key_id, public_key) = self.take_key().await?;
+        let second = {
+            let (ca, authority, application) = (ca.clone(), authority.clone(), application.clone());
+            tokio::task::spawn_blocking(move || sign(&ca, &authority, &application, &public_key, today))
                 .await
                 .map_err(|e| OfficeError::Internal(e.into()))??
+        };
+        let _turn = self.turn(&authority_id).await;
+        for _ in 0..TRIES {
+            let (version, subscriber) = self.subscriber(&stream).await?;
+            let application = documents_checked(&subscriber)?;
+            let (stock_version, stock) = self.stock(&authority_id).await?;
+            let card = stock.available.front().cloned();
+            let card_cert = match &card {
+                Some(card) => {
+                    let (ca, authority, application, card) =
+                        (ca.clone(), authority.clone(), application.clone(), card.clone());
+                    Some(
+                        tokio::task::spawn_blocking(move || {
+                            sign(&ca, &authority, &application, &card_key(&card)?, today)
+                        })
+                        .await
+                        .map_err(|e| OfficeError::Internal(e.into()))??,
+                    )
+                }
+                None => None,
             };
             let qr = self.new_qr(&application, &second.serial, card.is_none());
 
@@ -171,7 +172,7 @@ impl Office {
                 SecondCertificateIssued {
                     application_id,
                     key_id,
-                    certificate: second,
+                    certificate: second.clone(),
                 }
                 .into(),
             );
@@ -180,16 +181,14 @@ impl Office {
                 to(&stream, version, events),
                 to(&stock_stream(&authority_id), stock_version, stock_events),
             ];
-            match self.append(appends, actor).await? {
-                Ok(_) => return Ok(approval),
-                // The key is still ours: use it on the next try.
-                Err(_) => key = Some((key_id, public_key)),
+            if self.append(appends, actor).await?.is_ok() {
+                return Ok(approval);
             }
         }
         Err(busy())
     }
 
-    fn new_qr(&self, application: &Application, second_serial: &str, pre_issued: bool) -> QrIssued {
+    pub(super) fn new_qr(&self, application: &Application, second_serial: &str, pre_issued: bool) -> QrIssued {
         let qr_id = Uuid::now_v7();
         let token = crate::qr::token(self.inner.qr_secret.bytes(), qr_id);
         let issued_on = self.today();

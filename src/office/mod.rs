@@ -8,6 +8,9 @@
 
 mod applications;
 mod issuance;
+mod lifecycle;
+mod reissue;
+mod revocation;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +29,9 @@ use crate::store::{AppendError, ExpectedVersion, Store, StreamAppend};
 
 pub use applications::{ImportMode, ImportReport, Submitted};
 pub use issuance::{Approval, CardOutcome, CardsReceived, generate_keys};
+pub use lifecycle::{DeviceReport, ExpiryReport, PasswordOutcome, TimelineEntry};
+pub use reissue::{Challenge, Reissued};
+pub use revocation::{Decided, ProposalForm};
 use state::{Aggregate, Stock, Subscriber};
 
 /// How often a command re-reads and decides again after losing a race before it gives up.
@@ -52,6 +58,12 @@ struct Inner {
     /// from the same card stock stream, and racing them would only waste signatures on
     /// retries. Other processes are still kept apart by the stream's version.
     issuing: BTreeMap<String, tokio::sync::Mutex<()>>,
+    /// Commands on one subscriber stream take turns in this process (by the stream's hash,
+    /// over a fixed set of locks): fifty password attempts at once are then decided one after
+    /// another instead of retrying against each other. Other processes are kept apart by the
+    /// stream's version as before.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    lifecycle: crate::config::Lifecycle,
 }
 
 /// Aggregates as last read, by stream, so a command reads only the events after the version
@@ -106,6 +118,8 @@ impl Office {
                     .keys()
                     .map(|id| (id.clone(), tokio::sync::Mutex::new(())))
                     .collect(),
+                stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+                lifecycle: config.lifecycle.clone(),
             }),
         })
     }
@@ -120,6 +134,15 @@ impl Office {
 
     pub fn ca(&self, authority: &str) -> Option<&Ca> {
         self.inner.cas.get(authority)
+    }
+
+    pub fn clock(&self) -> SharedClock {
+        self.inner.clock.clone()
+    }
+
+    /// Days before its last usable day an unused QR is reminded and listed as expiring.
+    pub fn reminder_days(&self) -> i64 {
+        self.inner.lifecycle.reminder_days
     }
 
     pub fn kek(&self) -> &Kek {
@@ -147,6 +170,34 @@ impl Office {
             )
             .field("authority")
         })
+    }
+
+    /// Waits for this process's turn on a subscriber stream.
+    async fn stream_turn(&self, stream: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        stream.hash(&mut hasher);
+        let stripe = hasher.finish() as usize % self.inner.stripes.len();
+        self.inner.stripes[stripe].lock().await
+    }
+
+    /// The subscriber stream an id belongs to (`kind`: token, qr, cert, credential, request,
+    /// case, proposal), from the `locator` read model, brought up to date first when the id
+    /// is not there yet. `None` when no such thing was ever recorded.
+    pub async fn locate(&self, kind: &str, id: &str) -> Result<Option<String>, OfficeError> {
+        let key = format!("{kind}:{id}");
+        for attempt in 0..2 {
+            if let Some(doc) = self.store().doc("locator", &key).await? {
+                if let Some(stream) = doc.body["subscriber"].as_str() {
+                    return Ok(Some(stream.to_owned()));
+                }
+            }
+            if attempt == 0 {
+                crate::projection_runner::catch_up(self.store(), &hpki_projections::Locator)
+                    .await?;
+            }
+        }
+        Ok(None)
     }
 
     async fn subscriber(&self, stream: &str) -> Result<(i64, Arc<Subscriber>), OfficeError> {

@@ -3,8 +3,14 @@
 
 use std::collections::VecDeque;
 
-use hpki_events::vocabulary::{ApplicationReceived, BlankCard, PhotoRef, QrIssued};
-use hpki_events::{Event, RecordedEvent};
+use std::collections::HashSet;
+
+use hpki_events::vocabulary::{
+    ApplicationReceived, BlankCard, LossReported, PhotoRef, QrIssued, ReissueRequested,
+    RevocationProposed,
+};
+use hpki_events::{Actor, Event, RecordedEvent};
+use time::Date;
 use uuid::Uuid;
 
 /// State folded from a stream; commands read it and append with the version they read.
@@ -53,10 +59,99 @@ pub struct Application {
     pub second_serial: Option<String>,
 }
 
+/// Where a QR stands, as recorded. A QR recorded `Open` past its last usable day is expired
+/// all the same: see [`Qr::status_on`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QrStatus {
+    Open,
+    Locked,
+    Expired,
+    Superseded,
+    /// Its certificate was revoked.
+    Invalidated,
+}
+
+#[derive(Clone, Debug)]
+pub struct Qr {
+    pub issued: QrIssued,
+    pub status: QrStatus,
+    pub failures: u8,
+    pub password_accepted: bool,
+    /// A phone was registered through it.
+    pub registered: bool,
+    pub reminded: bool,
+}
+
+impl Qr {
+    /// The status on the JST day `today`: the last usable day ends at midnight JST whether
+    /// or not the expiry job has run.
+    pub fn status_on(&self, today: Date) -> QrStatus {
+        match self.status {
+            QrStatus::Open if today > self.issued.last_usable_day => QrStatus::Expired,
+            status => status,
+        }
+    }
+}
+
+/// A phone's credential bound to a second certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub certificate_serial: String,
+    pub credential_id: String,
+    pub qr_id: Uuid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Open,
+    Approved,
+    Rejected,
+    Expired,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Open => "open",
+            Decision::Approved => "approved",
+            Decision::Rejected => "rejected",
+            Decision::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Reissue {
+    pub requested: ReissueRequested,
+    pub documents_checked: bool,
+    pub decision: Decision,
+}
+
+#[derive(Clone, Debug)]
+pub struct LossCase {
+    pub reported: LossReported,
+    pub open: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub proposed: RevocationProposed,
+    pub proposer: Actor,
+    pub decision: Decision,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Subscriber {
     pub applications: Vec<Application>,
-    pub qrs: Vec<QrIssued>,
+    pub qrs: Vec<Qr>,
+    /// Credentials bound now (removed ones are gone from here).
+    pub devices: Vec<Device>,
+    pub revoked: HashSet<String>,
+    pub reissues: Vec<Reissue>,
+    pub cases: Vec<LossCase>,
+    pub proposals: Vec<Proposal>,
+    /// SHA-256 of every on-screen challenge already used.
+    pub used_challenges: HashSet<String>,
 }
 
 impl Subscriber {
@@ -76,6 +171,44 @@ impl Subscriber {
     /// authority.
     pub fn open_application(&self) -> Option<&Application> {
         self.applications.iter().find(|a| a.status.is_open())
+    }
+
+    pub fn qr(&self, qr_id: Uuid) -> Option<&Qr> {
+        self.qrs.iter().find(|q| q.issued.qr_id == qr_id)
+    }
+
+    fn qr_mut(&mut self, qr_id: Uuid) -> Option<&mut Qr> {
+        self.qrs.iter_mut().find(|q| q.issued.qr_id == qr_id)
+    }
+
+    /// The application that issued the certificate `serial` (card or second).
+    pub fn application_of(&self, serial: &str) -> Option<&Application> {
+        self.applications.iter().find(|a| {
+            a.second_serial.as_deref() == Some(serial)
+                || matches!(&a.card, Card::Issued { serial: s, .. } if s == serial)
+        })
+    }
+
+    pub fn device_of(&self, certificate_serial: &str) -> Option<&Device> {
+        self.devices
+            .iter()
+            .find(|d| d.certificate_serial == certificate_serial)
+    }
+
+    pub fn reissue(&self, request_id: Uuid) -> Option<&Reissue> {
+        self.reissues
+            .iter()
+            .find(|r| r.requested.request_id == request_id)
+    }
+
+    pub fn case(&self, case_id: Uuid) -> Option<&LossCase> {
+        self.cases.iter().find(|c| c.reported.case_id == case_id)
+    }
+
+    pub fn proposal(&self, proposal_id: Uuid) -> Option<&Proposal> {
+        self.proposals
+            .iter()
+            .find(|p| p.proposed.proposal_id == proposal_id)
     }
 }
 
@@ -127,11 +260,119 @@ impl Aggregate for Subscriber {
                     a.second_serial = Some(e.certificate.serial.clone());
                 }
             }
-            Event::QrIssued(e) => self.qrs.push(e.clone()),
+            Event::QrIssued(e) => self.qrs.push(Qr {
+                issued: e.clone(),
+                status: QrStatus::Open,
+                failures: 0,
+                password_accepted: false,
+                registered: false,
+                reminded: false,
+            }),
+            Event::PasswordAccepted(e) => {
+                if let Some(q) = self.qr_mut(e.qr_id) {
+                    q.password_accepted = true;
+                }
+            }
+            Event::PasswordFailed(e) => {
+                if let Some(q) = self.qr_mut(e.qr_id) {
+                    q.failures = e.attempt;
+                }
+            }
+            Event::QrLocked(e) => self.set_qr(e.qr_id, QrStatus::Locked),
+            Event::QrExpired(e) => self.set_qr(e.qr_id, QrStatus::Expired),
+            Event::QrSuperseded(e) => self.set_qr(e.qr_id, QrStatus::Superseded),
+            Event::QrInvalidated(e) => self.set_qr(e.qr_id, QrStatus::Invalidated),
+            Event::QrReminderDue(e) => {
+                if let Some(q) = self.qr_mut(e.qr_id) {
+                    q.reminded = true;
+                }
+            }
+            Event::DeviceRegistered(e) => {
+                if let Some(q) = self.qr_mut(e.qr_id) {
+                    q.registered = true;
+                }
+                self.devices.push(Device {
+                    certificate_serial: e.certificate_serial.clone(),
+                    credential_id: e.credential_id.clone(),
+                    qr_id: e.qr_id,
+                });
+            }
+            Event::DeviceRemoved(e) => self
+                .devices
+                .retain(|d| d.credential_id != e.credential_id),
+            Event::ReissueRequested(e) => {
+                if let Some(hash) = &e.challenge_sha256 {
+                    self.used_challenges.insert(hash.clone());
+                }
+                self.reissues.push(Reissue {
+                    requested: e.clone(),
+                    documents_checked: false,
+                    decision: Decision::Open,
+                });
+            }
+            Event::ReissueDocumentsChecked(e) => {
+                if let Some(r) = self.reissue_mut(e.request_id) {
+                    r.documents_checked = true;
+                }
+            }
+            Event::ReissueApproved(e) => {
+                if let Some(r) = self.reissue_mut(e.request_id) {
+                    r.decision = Decision::Approved;
+                }
+            }
+            Event::ReissueRejected(e) => {
+                if let Some(r) = self.reissue_mut(e.request_id) {
+                    r.decision = Decision::Rejected;
+                }
+            }
+            Event::LossReported(e) => self.cases.push(LossCase {
+                reported: e.clone(),
+                open: true,
+            }),
+            Event::LossCaseClosed(e) => {
+                if let Some(c) = self.cases.iter_mut().find(|c| c.reported.case_id == e.case_id) {
+                    c.open = false;
+                }
+            }
+            Event::RevocationProposed(e) => self.proposals.push(Proposal {
+                proposed: e.clone(),
+                proposer: event.metadata.actor.clone(),
+                decision: Decision::Open,
+            }),
+            Event::RevocationApproved(e) => self.decide(e.proposal_id, Decision::Approved),
+            Event::RevocationRejected(e) => self.decide(e.proposal_id, Decision::Rejected),
+            Event::RevocationExpired(e) => self.decide(e.proposal_id, Decision::Expired),
+            Event::CertificateRevoked(e) => {
+                self.revoked.insert(e.serial.clone());
+            }
             Event::CardStockReceived(_)
             | Event::CardStockUsed(_)
             | Event::CardQueued(_)
             | Event::CardAllocated(_) => {}
+        }
+    }
+}
+
+impl Subscriber {
+    fn set_qr(&mut self, qr_id: Uuid, status: QrStatus) {
+        if let Some(q) = self.qr_mut(qr_id) {
+            q.status = status;
+        }
+    }
+
+    fn reissue_mut(&mut self, request_id: Uuid) -> Option<&mut Reissue> {
+        self.reissues
+            .iter_mut()
+            .find(|r| r.requested.request_id == request_id)
+    }
+
+    fn decide(&mut self, proposal_id: Uuid, decision: Decision) {
+        if let Some(p) = self
+            .proposals
+            .iter_mut()
+            .find(|p| p.proposed.proposal_id == proposal_id)
+        {
+            p.decision = decision;
         }
     }
 }

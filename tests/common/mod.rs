@@ -144,6 +144,7 @@ pub fn config(db: &TestDb, dir: &std::path::Path) -> hpki_backoffice::config::Co
         "suzuki".into(),
         hpki_backoffice::config::Staff {
             token_sha256: hex::encode(openssl::sha::sha256(STAFF_TOKEN.as_bytes())),
+            roles: vec![hpki_backoffice::config::Role::Officer],
         },
     );
     config

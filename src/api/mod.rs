@@ -21,7 +21,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::config::{Config, Intake};
+mod lifecycle;
+
+use crate::config::{Config, Intake, Role};
 use crate::intake::ApplicationForm;
 use crate::office::{Approval, CardsReceived, ImportMode, ImportReport, Office, Submitted};
 use crate::problem::{OfficeError, Problem};
@@ -30,10 +32,12 @@ use crate::problem::{OfficeError, Problem};
 #[derive(Clone)]
 pub struct Api {
     pub office: Office,
-    /// Staff name by the SHA-256 (hex) of their token.
-    staff: Arc<HashMap<String, String>>,
+    /// Staff name and roles by the SHA-256 (hex) of their token.
+    staff: Arc<HashMap<String, (String, Vec<Role>)>>,
     limits: Intake,
     simulate_cards: bool,
+    /// Password attempts by source address, for the portal's rate limit.
+    attempts: Arc<lifecycle::RateLimit>,
 }
 
 impl Api {
@@ -41,9 +45,18 @@ impl Api {
         let staff = config
             .staff
             .iter()
-            .map(|(name, s)| (s.token_sha256.to_ascii_lowercase(), name.clone()))
+            .map(|(name, s)| {
+                (
+                    s.token_sha256.to_ascii_lowercase(),
+                    (name.clone(), s.roles.clone()),
+                )
+            })
             .collect();
         Api {
+            attempts: Arc::new(lifecycle::RateLimit::new(
+                config.lifecycle.password_attempts_per_minute,
+                office.clock(),
+            )),
             office,
             staff: Arc::new(staff),
             limits: config.intake.clone(),
@@ -118,6 +131,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: &Api) {
             .route("/certificates/{serial}", web::get().to(certificate))
             .route("/qrs", web::get().to(list_qrs))
             .route("/work-lists", web::get().to(work_lists))
+            .configure(lifecycle::routes)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError(Problem::not_found("API", "this API path").into()))
             })),
@@ -150,7 +164,9 @@ impl Modify for StaffToken {
 
 /// The OpenAPI 3 document of this API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(lifecycle::LifecycleDoc::openapi());
+    doc
 }
 
 async fn openapi() -> HttpResponse {
@@ -236,7 +252,23 @@ fn too_large(length: usize, limit: usize) -> Problem {
 }
 
 /// The staff member a request acts for.
-pub struct Staff(pub Actor);
+pub struct Staff(pub Actor, pub Vec<Role>);
+
+impl Staff {
+    /// Refuses a staff member who does not hold `role`.
+    pub fn must_be(&self, role: Role) -> Result<(), ApiError> {
+        if self.1.contains(&role) {
+            return Ok(());
+        }
+        Err(Problem::new(
+            403,
+            "role_required",
+            format!("この操作には {role:?} の役割が必要です"),
+            format!("this needs the {role:?} role"),
+        )
+        .into())
+    }
+}
 
 impl FromRequest for Staff {
     type Error = ApiError;
@@ -266,9 +298,9 @@ fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
     let hash = hex::encode(openssl::sha::sha256(token.trim().as_bytes()));
-    let name = api.staff.get(&hash).ok_or_else(unauthorized)?;
+    let (name, roles) = api.staff.get(&hash).ok_or_else(unauthorized)?;
     let actor = Actor::parse(&format!("staff:{name}")).map_err(|why| anyhow::anyhow!(why))?;
-    Ok(Staff(actor))
+    Ok(Staff(actor, roles.clone()))
 }
 
 /// Reads a raw body, refusing it from its declared length or as soon as it passes `limit`.
@@ -813,7 +845,7 @@ struct WorkLists {
     responses((status = 200, body = WorkLists)))]
 async fn work_lists(api: web::Data<Api>, _who: Staff) -> Answer {
     let mut counts = serde_json::Map::new();
-    for projection in ["applications", "certificates", "qrs", "cards"] {
+    for projection in ["applications", "certificates", "qrs", "cards", "lifecycle"] {
         fresh(&api, projection).await?;
         let lists: serde_json::Map<String, serde_json::Value> = api
             .office
