@@ -1,0 +1,726 @@
+//! After issuance, through the public API only, on SQLite and PostgreSQL, with time moved by
+//! the injectable clock: the two scenarios of issue 4 (JMA and JPA), the password lockout
+//! under fifty concurrent attempts, the per-address rate limit, and on-screen reissue with a
+//! real IC-card key.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use hpki_backoffice::clock::ManualClock;
+use hpki_backoffice::config::{Role, Staff};
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use time::macros::datetime;
+use time::Duration;
+
+const APPROVER_TOKEN: &str = "approver-token-for-tests-only-0002";
+const PROPOSER_TOKEN: &str = "proposer-approver-token-for-tests-0003";
+
+struct Server {
+    base: String,
+    client: Client,
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    running: hpki_backoffice::serve::Running,
+}
+
+fn staff(token: &str, roles: Vec<Role>) -> Staff {
+    Staff {
+        token_sha256: hex::encode(openssl::sha::sha256(token.as_bytes())),
+        roles,
+    }
+}
+
+impl Server {
+    async fn start(db: &TestDb, attempts_per_minute: u32) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(db, dir.path());
+        config.lifecycle.password_attempts_per_minute = attempts_per_minute;
+        // sato approves; tanaka both proposes and approves (dual control must still hold).
+        config
+            .staff
+            .insert("sato".into(), staff(APPROVER_TOKEN, vec![Role::Approver]));
+        config.staff.insert(
+            "tanaka".into(),
+            staff(PROPOSER_TOKEN, vec![Role::Officer, Role::Approver]),
+        );
+        let clock = clock();
+        let running = hpki_backoffice::serve::start(&config, clock.clone())
+            .await
+            .unwrap();
+        Server {
+            base: format!("http://127.0.0.1:{}/api/v1", running.port),
+            client: Client::new(),
+            dir,
+            clock,
+            running,
+        }
+    }
+
+    fn post_as(&self, token: &str, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.post_as(STAFF_TOKEN, path)
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(STAFF_TOKEN)
+    }
+
+    /// A portal call: no staff token.
+    fn portal(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}/portal{path}", self.base))
+    }
+
+    /// The registration token of a QR, made as the print and mail processors make it.
+    fn token(&self, qr_id: &str) -> String {
+        let (secret, _) = hpki_backoffice::secrets::Secret::load_or_generate(
+            &self.dir.path().join("keys/qr-secret.hex"),
+        )
+        .unwrap();
+        hpki_backoffice::qr::token(secret.bytes(), qr_id.parse().unwrap())
+    }
+
+    async fn password(&self, qr_id: &str, entered: &str) -> Response {
+        self.portal("/password")
+            .json(&json!({"token": self.token(qr_id), "password": entered}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Applies, checks the documents and approves: the approval.
+    async fn issue(&self, authority: &str, registry: &str) -> Value {
+        let application = ok(self
+            .post("/applications")
+            .json(&form(authority, registry))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let id = application["application_id"].as_str().unwrap().to_owned();
+        ok(self
+            .post(&format!("/applications/{id}/documents-checked"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        ok(self
+            .post(&format!("/applications/{id}/approve"))
+            .send()
+            .await
+            .unwrap())
+        .await
+    }
+
+    async fn timeline(&self, subscriber: &str) -> Vec<Value> {
+        let entries = ok(self
+            .get(&format!("/subscribers/{subscriber}/timeline"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        entries.as_array().unwrap().clone()
+    }
+
+    async fn expiry(&self) -> Value {
+        ok(self.post("/jobs/expiry").send().await.unwrap()).await
+    }
+
+    async fn lifecycle(&self, list: &str) -> Vec<Value> {
+        let items = ok(self
+            .get(&format!("/lifecycle?list={list}"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["body"].clone())
+            .collect()
+    }
+}
+
+fn form(authority: &str, registry: &str) -> Value {
+    let profession = if authority == "jma" {
+        "physician"
+    } else {
+        "pharmacist"
+    };
+    json!({
+        "authority": authority,
+        "name_kanji": "山田 花子",
+        "name_kana": "ヤマダ ハナコ",
+        "name_romaji": "YAMADA HANAKO",
+        "birth_date": "1980-04-01",
+        "profession": profession,
+        "registry_number": registry,
+        "email": "hanako@example.jp",
+        "postal_code": "113-8621",
+        "address": "東京都文京区本駒込2-28-16",
+        "delivery": "home",
+        "channel": "paper",
+        "photo_base64": openssl::base64::encode_block(hpki_backoffice::demo::SAMPLE_PHOTO),
+    })
+}
+
+async fn ok(response: Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// The error code of a refusal, after checking its status and that it says nothing of the
+/// birth date.
+async fn refused(response: Response, status: u16) -> String {
+    let got = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    assert!(!text.contains("19800401") && !text.contains("1980-04-01"), "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+fn device(credential: &str) -> Value {
+    json!({
+        "credential_id": credential,
+        "public_key": "pQECAyYgASFYIMAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "aaguid": "08987058-cadc-4b81-b6e1-30de50dcbe96",
+    })
+}
+
+async fn register(server: &Server, qr_id: &str, credential: &str) -> Response {
+    let mut body = device(credential);
+    body["token"] = json!(server.token(qr_id));
+    server
+        .portal("/devices")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn types(timeline: &[Value]) -> Vec<String> {
+    timeline
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A card key pair made "on the card": the test keeps the private half to sign with.
+fn card_key() -> (openssl::pkey::PKey<openssl::pkey::Private>, String) {
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let key = openssl::pkey::PKey::from_rsa(rsa).unwrap();
+    let pem = String::from_utf8(key.public_key_to_pem().unwrap()).unwrap();
+    (key, pem)
+}
+
+#[tokio::test]
+async fn jma_shortage_lockout_reissue_registration_card_and_device_loss() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let subscriber = "subscriber-jma-111111";
+
+        // Approved during a card shortage: the card waits, the QR goes out first.
+        let approval = server.issue("jma", "111111").await;
+        assert_eq!(approval["card"]["status"], "deferred", "{approval}");
+        assert_eq!(approval["qr_pre_issued"], true);
+        let second = approval["second_certificate_serial"].as_str().unwrap().to_owned();
+        let first_qr = approval["qr_id"].as_str().unwrap().to_owned();
+
+        // Not a password attempt: malformed input, refused without counting.
+        for bad in ["1980041", "abcdefgh", "", "1980-04-01x"] {
+            assert_eq!(
+                refused(server.password(&first_qr, bad).await, 422).await,
+                "password_format"
+            );
+        }
+        // Five wrong passwords lock the QR; the fifth says so.
+        for left in [4, 3, 2, 1] {
+            let outcome = ok(server.password(&first_qr, "19800402").await).await;
+            assert_eq!(outcome, json!({"result": "wrong", "attempts_left": left}));
+        }
+        let outcome = ok(server.password(&first_qr, "19800402").await).await;
+        assert_eq!(outcome, json!({"result": "locked"}));
+        // Even the right password is not evaluated now.
+        assert_eq!(
+            refused(server.password(&first_qr, "19800401").await, 423).await,
+            "qr_locked"
+        );
+        let locked = server.lifecycle("qr:locked").await;
+        assert_eq!(locked.len(), 1);
+        assert_eq!(locked[0]["failures"], 5);
+
+        // Web-form reissue (JMA): approved, printed; the locked QR is superseded.
+        let e = server
+            .post("/reissue-requests")
+            .json(&json!({"certificate_serial": second, "channel": "email", "reason": "locked"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "channel_not_offered");
+        let request = ok(server
+            .post("/reissue-requests")
+            .json(&json!({"certificate_serial": second, "channel": "web_form", "reason": "locked"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let request_id = request["id"].as_str().unwrap();
+        let reissued = ok(server
+            .post(&format!("/reissue-requests/{request_id}/approve"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        assert_eq!(reissued["delivery"], "print");
+        assert!(reissued.get("registration_url").is_none(), "{reissued}");
+        let qr = reissued["qr_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            refused(server.password(&first_qr, "19800401").await, 410).await,
+            "qr_superseded"
+        );
+        let e = server
+            .post(&format!("/reissue-requests/{request_id}/approve"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 409).await, "reissue_decided");
+
+        // The right password, in full-width digits: sign-in with the subscriber ID.
+        let outcome = ok(server.password(&qr, "１９８００４０１").await).await;
+        assert_eq!(
+            outcome,
+            json!({"result": "accepted", "subscriber_id": "111111", "authority": "jma",
+                   "registered": false})
+        );
+
+        // The phone is registered; a second one is refused; the QR now offers Sign in.
+        let report = ok(register(&server, &qr, "Y3JlZGVudGlhbC1vbmUtMDAwMQ").await).await;
+        assert_eq!(report["certificate_serial"], json!(second));
+        assert_eq!(
+            refused(register(&server, &qr, "Y3JlZGVudGlhbC10d28tMDAwMg").await, 409).await,
+            "device_already_registered"
+        );
+        let outcome = ok(server.password(&qr, "19800401").await).await;
+        assert_eq!(outcome["registered"], true);
+
+        // Card stock arrives: the deferred card is issued.
+        let (_, card_pem) = card_key();
+        let receipt = ok(server
+            .post("/authorities/jma/card-stock/receipts")
+            .json(&json!({"cards": [{"card_serial": "JMA-CARD-0001", "public_key_pem": card_pem}]}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        assert_eq!(receipt["issued_from_queue"].as_array().unwrap().len(), 1);
+
+        // The phone is lost: a case, a proposal, and a second person's approval.
+        let case = ok(server
+            .post("/loss-reports")
+            .json(&json!({"certificate_serial": second, "kind": "device", "note": "電話で届出"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let case_id = case["id"].as_str().unwrap();
+        assert_eq!(server.lifecycle("case:open").await.len(), 1);
+        let e = server
+            .post_as(PROPOSER_TOKEN, "/revocation-proposals")
+            .json(&json!({"certificate_serial": second, "scope": "card_only",
+                          "reason": "keyCompromise", "case_id": case_id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "scope_not_for_case");
+        let e = server
+            .post_as(PROPOSER_TOKEN, "/revocation-proposals")
+            .json(&json!({"certificate_serial": second, "scope": "second_only",
+                          "reason": "certificateHold", "case_id": case_id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "reason_not_allowed");
+        let proposal = ok(server
+            .post_as(PROPOSER_TOKEN, "/revocation-proposals")
+            .json(&json!({"certificate_serial": second, "scope": "second_only",
+                          "reason": "keyCompromise", "case_id": case_id}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        assert_eq!(proposal["second_serial"], json!(second));
+        assert_eq!(proposal["credential_id"], "Y3JlZGVudGlhbC1vbmUtMDAwMQ");
+        let proposal_id = proposal["id"].as_str().unwrap();
+        let approve = format!("/revocation-proposals/{proposal_id}/approve");
+        // The proposer holds the approver role, and still cannot decide their own proposal.
+        let e = server.post_as(PROPOSER_TOKEN, &approve).send().await.unwrap();
+        assert_eq!(refused(e, 403).await, "own_proposal");
+        // A registration officer without the approver role cannot either.
+        let e = server.post(&approve).send().await.unwrap();
+        assert_eq!(refused(e, 403).await, "role_required");
+        assert_eq!(server.lifecycle("proposal:open").await.len(), 1);
+        let decided = ok(server.post_as(APPROVER_TOKEN, &approve).send().await.unwrap()).await;
+        assert_eq!(decided["revoked"], json!([second]));
+        assert_eq!(decided["device_removed"], true);
+        assert_eq!(decided["qrs_invalidated"], 1);
+        let e = server.post_as(APPROVER_TOKEN, &approve).send().await.unwrap();
+        assert_eq!(refused(e, 409).await, "proposal_decided");
+
+        // The credential is gone, the QR is dead, nothing can be reissued for the certificate.
+        assert_eq!(
+            refused(server.password(&qr, "19800401").await, 410).await,
+            "qr_revoked"
+        );
+        let e = server
+            .post("/reissue-requests")
+            .json(&json!({"certificate_serial": second, "channel": "web_form", "reason": "lost"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 409).await, "certificate_revoked");
+        let revoked = server.lifecycle("revoked:jma").await;
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0]["serial"], json!(second));
+        assert_eq!(revoked[0]["reason_code"], 1);
+        assert_eq!(server.lifecycle("case:closed").await.len(), 1);
+
+        let timeline = server.timeline(subscriber).await;
+        let kinds = types(&timeline);
+        for expected in [
+            "CardDeferred",
+            "QrLocked",
+            "ReissueApproved",
+            "QrSuperseded",
+            "PasswordAccepted",
+            "DeviceRegistered",
+            "CardCertificateIssued",
+            "LossReported",
+            "RevocationProposed",
+            "RevocationApproved",
+            "CertificateRevoked",
+            "DeviceRemoved",
+            "QrInvalidated",
+            "LossCaseClosed",
+        ] {
+            assert!(kinds.contains(&expected.to_owned()), "{expected} in {kinds:?}");
+        }
+        assert_eq!(kinds.iter().filter(|k| *k == "PasswordFailed").count(), 5);
+        let approved = timeline
+            .iter()
+            .find(|e| e["type"] == "RevocationApproved")
+            .unwrap();
+        assert_eq!(approved["by"], "staff:sato");
+        assert!(approved["at_jst"].as_str().unwrap().ends_with("JST"));
+        let text = serde_json::to_string(&timeline).unwrap();
+        assert!(!text.contains("token_sha256") && !text.contains("birth_date"));
+        server.running.server.stop(true).await;
+    }
+}
+
+#[tokio::test]
+async fn jpa_expiry_to_the_second_email_reissue_and_card_loss_keeping_the_phone() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        ok(server
+            .post("/authorities/jpa/card-stock/receipts")
+            .json(&json!({"count": 1}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let approval = server.issue("jpa", "222222").await;
+        assert_eq!(approval["card"]["status"], "issued", "{approval}");
+        let card = approval["card"]["certificate_serial"].as_str().unwrap().to_owned();
+        let second = approval["second_certificate_serial"].as_str().unwrap().to_owned();
+        let qr = approval["qr_id"].as_str().unwrap().to_owned();
+        // Issued 2026-11-22 (JST): the last usable day is 2027-02-22.
+        assert_eq!(approval["qr_last_usable_day"], "2027-02-22");
+
+        // Fourteen days before, the job queues one reminder, once.
+        server.clock.set(datetime!(2027-02-08 00:05 +09:00));
+        assert_eq!(
+            server.expiry().await,
+            json!({"qrs_expired": 0, "reminders_due": 1, "proposals_expired": 0})
+        );
+        assert_eq!(server.expiry().await["reminders_due"], 0);
+        let expiring = ok(server.get("/qrs/expiring").send().await.unwrap()).await;
+        assert_eq!(expiring.as_array().unwrap().len(), 1);
+
+        // The last second of the last usable day: still usable.
+        server.clock.set(datetime!(2027-02-22 23:59:59 +09:00));
+        let outcome = ok(server.password(&qr, "19800402").await).await;
+        assert_eq!(outcome, json!({"result": "wrong", "attempts_left": 4}));
+        assert_eq!(server.expiry().await["qrs_expired"], 0);
+        // One second later it is expired, before the job has run, and the job records it.
+        server.clock.advance(Duration::seconds(1));
+        assert_eq!(
+            refused(server.password(&qr, "19800401").await, 410).await,
+            "qr_expired"
+        );
+        assert_eq!(server.expiry().await["qrs_expired"], 1);
+        assert_eq!(server.expiry().await["qrs_expired"], 0);
+        assert_eq!(server.lifecycle("qr:expired").await.len(), 1);
+
+        // E-mail reissue (JPA): no web form; documents first; the URL goes by e-mail.
+        let e = server
+            .post("/reissue-requests")
+            .json(&json!({"certificate_serial": second, "channel": "web_form", "reason": "expired"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "channel_not_offered");
+        let e = server
+            .post("/reissue-requests")
+            .json(&json!({"certificate_serial": card, "channel": "email", "reason": "expired"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "not_a_second_certificate");
+        let request = ok(server
+            .post("/reissue-requests")
+            .json(&json!({"certificate_serial": second, "channel": "email", "reason": "expired"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let request_id = request["id"].as_str().unwrap();
+        let e = server
+            .post(&format!("/reissue-requests/{request_id}/approve"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 409).await, "documents_not_checked");
+        ok(server
+            .post(&format!("/reissue-requests/{request_id}/documents-checked"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let reissued = ok(server
+            .post(&format!("/reissue-requests/{request_id}/approve"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        assert_eq!(reissued["delivery"], "email");
+        assert_eq!(reissued["last_usable_day"], "2027-05-23");
+        let qr = reissued["qr_id"].as_str().unwrap().to_owned();
+
+        // Registered.
+        let outcome = ok(server.password(&qr, "19800401").await).await;
+        assert_eq!(outcome["subscriber_id"], "222222-jpa");
+        ok(register(&server, &qr, "anBhLXBob25lLWNyZWRlbnRpYWw").await).await;
+
+        // The card is lost: the card certificate only is revoked.
+        let case = ok(server
+            .post("/loss-reports")
+            .json(&json!({"certificate_serial": card, "kind": "card"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let proposal = ok(server
+            .post("/revocation-proposals")
+            .json(&json!({"certificate_serial": card, "scope": "card_only",
+                          "reason": "keyCompromise", "case_id": case["id"]}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let proposal_id = proposal["id"].as_str().unwrap();
+        let decided = ok(server
+            .post_as(APPROVER_TOKEN, &format!("/revocation-proposals/{proposal_id}/approve"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        assert_eq!(decided["revoked"], json!([card]));
+        assert_eq!(decided["device_removed"], false);
+
+        // The phone still works: the QR still signs in, the credential is still bound.
+        let outcome = ok(server.password(&qr, "19800401").await).await;
+        assert_eq!(outcome["registered"], true);
+        let revoked = server.lifecycle("revoked:jpa").await;
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0]["kind"], "card");
+        let kinds = types(&server.timeline("subscriber-jpa-222222").await);
+        assert!(!kinds.contains(&"DeviceRemoved".to_owned()), "{kinds:?}");
+        server.running.server.stop(true).await;
+    }
+}
+
+#[tokio::test]
+async fn fifty_simultaneous_wrong_passwords_record_five_failures_and_one_lock() {
+    for db in both().await {
+        let server = Arc::new(Server::start(&db, 1000).await);
+        let approval = server.issue("jma", "333333").await;
+        let qr = approval["qr_id"].as_str().unwrap().to_owned();
+        let attempts: Vec<_> = (0..50)
+            .map(|_| {
+                let server = server.clone();
+                let qr = qr.clone();
+                tokio::spawn(async move {
+                    let response = server.password(&qr, "20000101").await;
+                    let status = response.status().as_u16();
+                    (status, response.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut wrong = 0;
+        let mut locked = 0;
+        let mut refused = 0;
+        for attempt in attempts {
+            let (status, body) = attempt.await.unwrap();
+            match (status, body["result"].as_str()) {
+                (200, Some("wrong")) => wrong += 1,
+                (200, Some("locked")) => locked += 1,
+                (423, None) => {
+                    assert_eq!(body["error"]["code"], "qr_locked");
+                    refused += 1
+                }
+                other => panic!("{}: unexpected {other:?} {body}", db.backend),
+            }
+        }
+        assert_eq!((wrong, locked, refused), (4, 1, 45), "{}", db.backend);
+        let kinds = types(&server.timeline("subscriber-jma-333333").await);
+        assert_eq!(kinds.iter().filter(|k| *k == "PasswordFailed").count(), 5);
+        assert_eq!(kinds.iter().filter(|k| *k == "QrLocked").count(), 1);
+        assert_eq!(kinds.last().map(String::as_str), Some("QrLocked"));
+        server.running.server.stop(true).await;
+    }
+}
+
+#[tokio::test]
+async fn password_attempts_are_limited_per_address_per_minute() {
+    let db = sqlite();
+    let server = Server::start(&db, 3).await;
+    let approval = server.issue("jma", "444444").await;
+    let qr = approval["qr_id"].as_str().unwrap().to_owned();
+    ok(server.password(&qr, "20000101").await).await;
+    refused(server.password(&qr, "nonsense").await, 422).await;
+    ok(server.password(&qr, "20000101").await).await;
+    assert_eq!(
+        refused(server.password(&qr, "19800401").await, 429).await,
+        "too_many_attempts"
+    );
+    server.clock.advance(Duration::minutes(1));
+    ok(server.password(&qr, "19800401").await).await;
+    // Only evaluated attempts count toward the lock: two wrong so far.
+    let kinds = types(&server.timeline("subscriber-jma-444444").await);
+    assert_eq!(kinds.iter().filter(|k| *k == "PasswordFailed").count(), 2);
+    // Unknown and malformed tokens are refused alike, revealing nothing.
+    server.clock.advance(Duration::minutes(1));
+    for token in ["", "short", &"A".repeat(43)] {
+        let response = server
+            .portal("/password")
+            .json(&json!({"token": token, "password": "19800401"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(response, 404).await, "unknown_qr");
+    }
+    server.running.server.stop(true).await;
+}
+
+#[tokio::test]
+async fn on_screen_reissue_proves_the_card_and_shows_a_new_qr_at_once() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let (key, pem) = card_key();
+        ok(server
+            .post("/authorities/jma/card-stock/receipts")
+            .json(&json!({"cards": [{"card_serial": "JMA-CARD-0100", "public_key_pem": pem}]}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let approval = server.issue("jma", "555555").await;
+        let card = approval["card"]["certificate_serial"].as_str().unwrap().to_owned();
+        let old_qr = approval["qr_id"].as_str().unwrap().to_owned();
+        let challenge = |serial: String| {
+            let server = &server;
+            async move {
+                ok(server
+                    .portal("/challenges")
+                    .json(&json!({"card_certificate_serial": serial}))
+                    .send()
+                    .await
+                    .unwrap())
+                .await["challenge"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+        let sign = |text: &str, key: &openssl::pkey::PKey<openssl::pkey::Private>| {
+            let mut signer =
+                openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).unwrap();
+            openssl::base64::encode_block(&signer.sign_oneshot_to_vec(text.as_bytes()).unwrap())
+        };
+        let reissue = |challenge: String, signature: String| {
+            server
+                .portal("/on-screen-reissue")
+                .json(&json!({"card_certificate_serial": card, "challenge": challenge,
+                              "signature": signature, "reason": "lost"}))
+                .send()
+        };
+
+        // A signature by another key, a tampered challenge, an expired one: refused.
+        let text = challenge(card.clone()).await;
+        let (stranger, _) = card_key();
+        let e = reissue(text.clone(), sign(&text, &stranger)).await.unwrap();
+        assert_eq!(refused(e, 422).await, "bad_signature");
+        let tampered = text.replacen("hpki-reissue/1.", "hpki-reissue/1.0", 1);
+        let e = reissue(tampered.clone(), sign(&tampered, &key)).await.unwrap();
+        assert_eq!(refused(e, 422).await, "bad_challenge");
+        server.clock.advance(Duration::minutes(6));
+        let e = reissue(text.clone(), sign(&text, &key)).await.unwrap();
+        assert_eq!(refused(e, 422).await, "bad_challenge");
+        let kinds = types(&server.timeline("subscriber-jma-555555").await);
+        assert!(!kinds.contains(&"ReissueRequested".to_owned()), "no state change");
+
+        // Signed by the card: a new QR at once, its URL to display; the old one superseded.
+        let text = challenge(card.clone()).await;
+        let reissued = ok(reissue(text.clone(), sign(&text, &key)).await.unwrap()).await;
+        assert_eq!(reissued["delivery"], "screen");
+        let qr = reissued["qr_id"].as_str().unwrap();
+        let url = reissued["registration_url"].as_str().unwrap();
+        assert!(url.ends_with(&format!("/r/{}", server.token(qr))), "{url}");
+        assert_eq!(
+            refused(server.password(&old_qr, "19800401").await, 410).await,
+            "qr_superseded"
+        );
+        ok(server.password(qr, "19800401").await).await;
+        // The same challenge never works twice.
+        let e = reissue(text.clone(), sign(&text, &key)).await.unwrap();
+        assert_eq!(refused(e, 409).await, "challenge_used");
+        // A challenge names a card certificate, not the second one.
+        let second = approval["second_certificate_serial"].as_str().unwrap().to_owned();
+        let e = server
+            .portal("/challenges")
+            .json(&json!({"card_certificate_serial": second}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "not_a_card_certificate");
+        server.running.server.stop(true).await;
+    }
+}
+
