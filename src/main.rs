@@ -60,6 +60,18 @@ enum Command {
     /// Staff API access.
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// After issuance: the expiry job and a subscriber's timeline.
+    #[command(subcommand)]
+    Qr(QrCommand),
+    /// Reissue of a QR (e-mail or web-form requests; on-screen reissue is the portal's).
+    #[command(subcommand)]
+    Reissue(ReissueCommand),
+    /// Lost IC cards and phones.
+    #[command(subcommand)]
+    Loss(LossCommand),
+    /// Revocation under dual control: one proposes, another approver decides.
+    #[command(subcommand)]
+    Revocation(RevocationCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Check and sign the log.
@@ -122,6 +134,109 @@ enum AuditCommand {
     PublicKey,
 }
 
+/// Reads a value the way the JSON API spells it (`web_form`, `keyCompromise`, ...).
+fn spelled<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("{text:?} is not one of the accepted values (see docs/lifecycle.md)"))
+}
+
+#[derive(Subcommand)]
+enum QrCommand {
+    /// Run the expiry job now: QRs past their last usable day, reminders, expired proposals.
+    Expire,
+    /// Every event of one subscriber (subscriber-<authority>-<registry number>), in JST.
+    Timeline { subscriber: String },
+}
+
+#[derive(Subcommand)]
+enum ReissueCommand {
+    /// Record a request for a new QR for a second certificate.
+    Request {
+        certificate_serial: String,
+        /// email or web_form
+        #[arg(long, value_parser = spelled::<hpki_events::vocabulary::ReissueChannel>)]
+        channel: hpki_events::vocabulary::ReissueChannel,
+        /// lost, locked, expired, spoiled or device_change
+        #[arg(long, value_parser = spelled::<hpki_events::vocabulary::ReissueReason>)]
+        reason: hpki_events::vocabulary::ReissueReason,
+        #[arg(long)]
+        actor: String,
+    },
+    /// The request's documents were checked (needed before approving an e-mail request).
+    CheckDocuments {
+        id: uuid::Uuid,
+        #[arg(long)]
+        actor: String,
+    },
+    /// Approve: a new QR by the request's channel; earlier QRs are superseded.
+    Approve {
+        id: uuid::Uuid,
+        #[arg(long)]
+        actor: String,
+    },
+    Reject {
+        id: uuid::Uuid,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        actor: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LossCommand {
+    /// Record a lost IC card (card) or phone (device): a case to decide.
+    Report {
+        certificate_serial: String,
+        #[arg(long, value_parser = spelled::<hpki_events::vocabulary::LossKind>)]
+        kind: hpki_events::vocabulary::LossKind,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long)]
+        actor: String,
+    },
+    /// Close a case without revoking anything.
+    Close {
+        id: uuid::Uuid,
+        #[arg(long)]
+        note: String,
+        #[arg(long)]
+        actor: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RevocationCommand {
+    /// Propose: card_only, card_and_second, second_only or device_only, with an RFC 5280
+    /// reason (keyCompromise, ...; none for device_only).
+    Propose {
+        certificate_serial: String,
+        #[arg(long, value_parser = spelled::<hpki_events::vocabulary::RevocationScope>)]
+        scope: hpki_events::vocabulary::RevocationScope,
+        #[arg(long, value_parser = spelled::<hpki_events::vocabulary::ReasonCode>)]
+        reason: Option<hpki_events::vocabulary::ReasonCode>,
+        /// The loss case this decides.
+        #[arg(long)]
+        case: Option<uuid::Uuid>,
+        #[arg(long)]
+        actor: String,
+    },
+    /// Approve as a second person holding the approver role.
+    Approve {
+        id: uuid::Uuid,
+        #[arg(long)]
+        actor: String,
+    },
+    /// Reject as a second person holding the approver role.
+    Reject {
+        id: uuid::Uuid,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        actor: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum EventsCommand {
     /// Write the whole log as JSON Lines with positions and hashes (docs/event-log.md).
@@ -173,6 +288,101 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A staff actor named on the command line; deciding revocations also needs the approver
+/// role in the configuration.
+fn staff_actor(config: &Config, actor: &str, approver: bool) -> anyhow::Result<hpki_events::Actor> {
+    let parsed = hpki_events::Actor::parse(actor).map_err(|why| anyhow::anyhow!(why))?;
+    if approver {
+        let name = actor.strip_prefix("staff:").unwrap_or_default();
+        let roles = config.staff.get(name).map(|s| s.roles.clone()).unwrap_or_default();
+        anyhow::ensure!(
+            roles.contains(&hpki_backoffice::config::Role::Approver),
+            "{actor} does not hold the approver role ([staff.{name}] roles in the configuration)"
+        );
+    }
+    Ok(parsed)
+}
+
+/// The commands after issuance: each prints its result as JSON; a refusal prints its message
+/// in both languages and exits 2.
+async fn lifecycle_command(
+    command: Command,
+    config: &Config,
+    clock: SharedClock,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(config, clock.clone()).await?;
+    let office = serve::office(config, store, clock)?;
+    let result: Result<serde_json::Value, OfficeError> = async {
+        Ok(match command {
+            Command::Qr(QrCommand::Expire) => json(&office.run_expiry().await?),
+            Command::Qr(QrCommand::Timeline { subscriber }) => {
+                json(&office.timeline(&subscriber).await?)
+            }
+            Command::Reissue(ReissueCommand::Request { certificate_serial, channel, reason, actor }) => {
+                let actor = staff_actor(config, &actor, false)?;
+                let id = office.request_reissue(&certificate_serial, channel, reason, &actor).await?;
+                serde_json::json!({ "id": id })
+            }
+            Command::Reissue(ReissueCommand::CheckDocuments { id, actor }) => {
+                office.check_reissue_documents(id, &staff_actor(config, &actor, false)?).await?;
+                serde_json::json!({ "id": id, "documents_checked": true })
+            }
+            Command::Reissue(ReissueCommand::Approve { id, actor }) => {
+                json(&office.approve_reissue(id, &staff_actor(config, &actor, false)?).await?)
+            }
+            Command::Reissue(ReissueCommand::Reject { id, reason, actor }) => {
+                office.reject_reissue(id, &reason, &staff_actor(config, &actor, false)?).await?;
+                serde_json::json!({ "id": id, "rejected": true })
+            }
+            Command::Loss(LossCommand::Report { certificate_serial, kind, note, actor }) => {
+                let actor = staff_actor(config, &actor, false)?;
+                let id = office.report_loss(&certificate_serial, kind, &note, &actor).await?;
+                serde_json::json!({ "id": id })
+            }
+            Command::Loss(LossCommand::Close { id, note, actor }) => {
+                office.close_case(id, &note, &staff_actor(config, &actor, false)?).await?;
+                serde_json::json!({ "id": id, "closed": true })
+            }
+            Command::Revocation(RevocationCommand::Propose { certificate_serial, scope, reason, case, actor }) => {
+                let form = hpki_backoffice::office::ProposalForm {
+                    certificate_serial,
+                    scope,
+                    reason,
+                    case_id: case,
+                };
+                let proposed = office.propose_revocation(&form, &staff_actor(config, &actor, false)?).await?;
+                json(&proposed)
+            }
+            Command::Revocation(RevocationCommand::Approve { id, actor }) => {
+                json(&office.approve_revocation(id, &staff_actor(config, &actor, true)?).await?)
+            }
+            Command::Revocation(RevocationCommand::Reject { id, reason, actor }) => {
+                office.reject_revocation(id, &reason, &staff_actor(config, &actor, true)?).await?;
+                serde_json::json!({ "id": id, "rejected": true })
+            }
+            _ => unreachable!("only the lifecycle commands come here"),
+        })
+    }
+    .await;
+    match result {
+        Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(OfficeError::Problem(problem)) => {
+            let field = problem.field.as_deref().map_or(String::new(), |f| format!(" [{f}]"));
+            eprintln!("{}{field}: {} / {}", problem.code, problem.message.ja, problem.message.en);
+            Ok(ExitCode::from(2))
+        }
+        Err(OfficeError::Internal(error)) => Err(error),
+    }
+}
+
+/// A command's result as JSON, for printing.
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
 fn init_logging(config: &Config) {
@@ -262,6 +472,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
                 Err(OfficeError::Internal(error)) => return Err(error),
             }
+        }
+        Command::Qr(_) | Command::Reissue(_) | Command::Loss(_) | Command::Revocation(_) => {
+            return lifecycle_command(command, &config, clock).await;
         }
         Command::Demo { applications } => {
             let seeded = seed_demo(&config, clock, applications)

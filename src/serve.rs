@@ -111,10 +111,17 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
                 config.audit.checkpoint_schedule
             )
         })?;
+    let expiry = cron::Schedule::from_str(&config.lifecycle.expiry_schedule).with_context(|| {
+        format!(
+            "lifecycle.expiry_schedule {:?} is not a cron expression",
+            config.lifecycle.expiry_schedule
+        )
+    })?;
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
     let office = office(config, store.clone(), clock.clone())?;
     tokio::spawn(fill_key_pool(office.clone(), config.keys.pool_size));
+    tokio::spawn(run_expiry(office.clone(), clock.clone(), expiry));
 
     let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
     tokio::spawn(projection_runner::follow(
@@ -145,6 +152,35 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     })
 }
 
+/// How long until the schedule's next time after now (read in JST); `None` when it has none.
+fn until_next(clock: &SharedClock, schedule: &cron::Schedule) -> Option<Duration> {
+    let now = clock.now();
+    let now_jst = chrono::DateTime::from_timestamp(now.unix_timestamp(), now.nanosecond())
+        .expect("in range")
+        .with_timezone(&chrono::FixedOffset::east_opt(JST.whole_seconds()).expect("valid"));
+    let next = schedule.after(&now_jst).next()?;
+    Some(Duration::from_millis(
+        (next.timestamp_millis() - now_jst.timestamp_millis()).max(0) as u64,
+    ))
+}
+
+/// Runs the expiry job (QRs expired, reminders due, proposals expired) at every time the
+/// schedule names. A QR is refused after its last usable day even when this has not run.
+async fn run_expiry(office: Office, clock: SharedClock, schedule: cron::Schedule) {
+    while let Some(wait) = until_next(&clock, &schedule) {
+        tokio::time::sleep(wait).await;
+        match office.run_expiry().await {
+            Ok(report) => tracing::info!(
+                qrs_expired = report.qrs_expired,
+                reminders_due = report.reminders_due,
+                proposals_expired = report.proposals_expired,
+                "ran the expiry job"
+            ),
+            Err(error) => tracing::error!(error = %error, "the expiry job failed"),
+        }
+    }
+}
+
 /// Signs a checkpoint at every time the schedule names (read in JST).
 async fn sign_checkpoints(
     store: Store,
@@ -152,16 +188,8 @@ async fn sign_checkpoints(
     clock: SharedClock,
     schedule: cron::Schedule,
 ) {
-    loop {
-        let now = clock.now();
-        let now_jst = chrono::DateTime::from_timestamp(now.unix_timestamp(), now.nanosecond())
-            .expect("in range")
-            .with_timezone(&chrono::FixedOffset::east_opt(JST.whole_seconds()).expect("valid"));
-        let Some(next) = schedule.after(&now_jst).next() else {
-            return;
-        };
-        let wait = (next.timestamp_millis() - now_jst.timestamp_millis()).max(0) as u64;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+    while let Some(wait) = until_next(&clock, &schedule) {
+        tokio::time::sleep(wait).await;
         match audit::checkpoint(&store, &key, clock.as_ref()).await {
             Ok(cp) => tracing::info!(
                 position = cp.position,

@@ -724,3 +724,74 @@ async fn on_screen_reissue_proves_the_card_and_shows_a_new_qr_at_once() {
     }
 }
 
+
+#[tokio::test]
+async fn the_cli_runs_the_lifecycle_commands_with_dual_control() {
+    let db = sqlite();
+    let server = Server::start(&db, 100).await;
+    ok(server
+        .post("/authorities/jma/card-stock/receipts")
+        .json(&json!({"count": 1}))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    let approval = server.issue("jma", "666666").await;
+    let card = approval["card"]["certificate_serial"].as_str().unwrap().to_owned();
+    let dir = server.dir.path();
+    let config = config(&db, dir);
+    let toml = format!(
+        "database_url = {:?}\ndata_dir = {:?}\n[keys]\nkek_file = {:?}\nqr_secret_file = {:?}\npool_size = 2\n\
+         [staff.suzuki]\ntoken_sha256 = \"{}\"\n[staff.sato]\ntoken_sha256 = \"{}\"\nroles = [\"approver\"]\n",
+        config.database_url,
+        config.data_dir,
+        config.keys.kek_file,
+        config.keys.qr_secret_file,
+        "0".repeat(64),
+        "1".repeat(64),
+    );
+    std::fs::write(dir.join("hpki.toml"), toml).unwrap();
+    // Asynchronously: the server under test runs on this same thread meanwhile.
+    let run = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hpki"));
+        command
+            .arg("--config")
+            .arg(dir.join("hpki.toml"))
+            .args(args)
+            .env_remove("HPKI_DATABASE_URL");
+        async move {
+            let out = command.output().await.unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out.status.code(), stdout, stderr)
+        }
+    };
+    let json_of = |stdout: &str| serde_json::from_str::<Value>(stdout).unwrap();
+
+    let (code, out, err) = run(&["loss", "report", &card, "--kind", "card", "--actor", "staff:suzuki"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let case = json_of(&out)["id"].as_str().unwrap().to_owned();
+    let (code, _, err) = run(&["revocation", "propose", &card, "--scope", "card_only",
+                               "--reason", "certificateHold", "--case", &case, "--actor", "staff:suzuki"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("reason_not_allowed [reason]: "), "{err}");
+    let (code, out, err) = run(&["revocation", "propose", &card, "--scope", "card_only",
+                                 "--reason", "keyCompromise", "--case", &case, "--actor", "staff:suzuki"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let proposal = json_of(&out)["proposal_id"].as_str().unwrap().to_owned();
+    // suzuki holds no approver role; sato does.
+    let (code, _, err) = run(&["revocation", "approve", &proposal, "--actor", "staff:suzuki"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("approver role"), "{err}");
+    let (code, out, err) = run(&["revocation", "approve", &proposal, "--actor", "staff:sato"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json_of(&out)["revoked"], json!([card]));
+    let (code, out, _) = run(&["qr", "timeline", "subscriber-jma-666666"]).await;
+    assert_eq!(code, Some(0));
+    let kinds: Vec<Value> = json_of(&out).as_array().unwrap().iter().map(|e| e["type"].clone()).collect();
+    assert!(kinds.contains(&json!("CertificateRevoked")), "{kinds:?}");
+    let (code, out, err) = run(&["qr", "expire"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(json_of(&out)["qrs_expired"].is_number());
+    server.running.server.stop(true).await;
+}
