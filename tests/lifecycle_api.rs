@@ -274,14 +274,22 @@ async fn jma_shortage_lockout_reissue_registration_card_and_device_loss() {
             .await
             .unwrap();
         assert_eq!(refused(e, 422).await, "channel_not_offered");
-        let request = ok(server
-            .post("/reissue-requests")
-            .json(&json!({"certificate_serial": second, "channel": "web_form", "reason": "locked"}))
-            .send()
-            .await
-            .unwrap())
-        .await;
-        let request_id = request["id"].as_str().unwrap();
+        // The subscriber submits the web form. Details that match nothing get the same
+        // answer and record nothing; matching ones become a request for staff.
+        let reissue_form = |birth: &str| {
+            server.portal("/reissue-requests").json(&json!({
+                "authority": "jma", "registry_number": "111111",
+                "birth_date": birth, "reason": "locked"}))
+        };
+        let wrong = ok(reissue_form("19800402").send().await.unwrap()).await;
+        assert!(server.lifecycle("reissue:open").await.is_empty());
+        let right = ok(reissue_form("1980-04-01").send().await.unwrap()).await;
+        assert_eq!(wrong, right);
+        let open = server.lifecycle("reissue:open").await;
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0]["channel"], "web_form");
+        assert_eq!(open[0]["requested_by"], "system:portal");
+        let request_id = open[0]["request_id"].as_str().unwrap().to_owned();
         let reissued = ok(server
             .post(&format!("/reissue-requests/{request_id}/approve"))
             .send()

@@ -27,6 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/portal/devices", web::post().to(register_device))
         .route("/portal/challenges", web::post().to(challenge))
         .route("/portal/on-screen-reissue", web::post().to(on_screen_reissue))
+        .route("/portal/reissue-requests", web::post().to(reissue_form))
         .route("/jobs/expiry", web::post().to(run_expiry))
         .route("/lifecycle", web::get().to(list_lifecycle))
         .route("/qrs/expiring", web::get().to(expiring))
@@ -57,6 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     register_device,
     challenge,
     on_screen_reissue,
+    reissue_form,
     run_expiry,
     list_lifecycle,
     expiring,
@@ -258,6 +260,48 @@ async fn on_screen_reissue(
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
         .json(reissued))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SubscriberReissueForm {
+    /// `jma`, ...: an authority that offers reissue by web form.
+    authority: String,
+    registry_number: String,
+    /// 8 digits (`YYYYMMDD`) or `YYYY-MM-DD`.
+    birth_date: String,
+    #[schema(value_type = String, example = "lost")]
+    reason: ReissueReason,
+}
+
+#[derive(Serialize, ToSchema)]
+struct FormReceived {
+    received: bool,
+    message: crate::problem::Message,
+}
+
+/// The subscriber's own reissue form (web form). The answer is the same whether or not the
+/// details matched a certificate: a matching one becomes a `web_form` request for staff.
+#[utoipa::path(post, path = "/api/v1/portal/reissue-requests", tag = "portal",
+    request_body = SubscriberReissueForm, security(()),
+    responses((status = 202, body = FormReceived), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+async fn reissue_form(
+    api: web::Data<Api>,
+    req: HttpRequest,
+    body: web::Json<SubscriberReissueForm>,
+) -> Answer {
+    api.attempts.check(peer(&req))?;
+    api.office
+        .request_reissue_by_form(&body.authority, &body.registry_number, &body.birth_date, body.reason)
+        .await?;
+    Ok(HttpResponse::Accepted().json(FormReceived {
+        received: true,
+        message: crate::problem::Message {
+            ja: "受け付けました。ご登録の内容と一致した場合、認証局から手続きのご案内をお送りします".into(),
+            en: "Received. If the details match our records, the authority will send you the next steps.".into(),
+        },
+    }))
 }
 
 /// Runs the expiry job now (it also runs on `lifecycle.expiry_schedule`).

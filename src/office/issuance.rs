@@ -85,7 +85,8 @@ impl Office {
         // it is signed before this approval waits for the authority's turn, so approvals
         // sign in parallel and only the card certificate is signed in turn. (A refusal found
         // in turn leaves the claimed key unused in the pool table.)
-        let application = documents_checked(&self.subscriber(&stream).await?.1)?;
+        let mut read = Some(self.subscriber(&stream).await?);
+        let application = documents_checked(&read.as_ref().expect("just read").1)?;
         let authority_id = application.received.authority.clone();
         let authority = self.authority(&authority_id)?.clone();
         let ca = self
@@ -101,10 +102,20 @@ impl Office {
                 .map_err(|e| OfficeError::Internal(e.into()))??
         };
         let _turn = self.turn(&authority_id).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        for attempt in 0..TRIES {
+            // First try: the subscriber as read above and the stock as this process last
+            // left it, without reading again; the append's expected versions catch anything
+            // another process changed, and the next try reads both afresh.
+            let (version, subscriber) = match read.take() {
+                Some(read) => read,
+                None => self.subscriber(&stream).await?,
+            };
             let application = documents_checked(&subscriber)?;
-            let (stock_version, stock) = self.stock(&authority_id).await?;
+            let (stock_version, stock) = if attempt == 0 {
+                self.cached_stock(&authority_id).await?
+            } else {
+                self.stock(&authority_id).await?
+            };
             let card = stock.available.front().cloned();
             let card_cert = match &card {
                 Some(card) => {
@@ -179,9 +190,15 @@ impl Office {
             events.push(qr.into());
             let appends = vec![
                 to(&stream, version, events),
-                to(&stock_stream(&authority_id), stock_version, stock_events),
+                to(&stock_stream(&authority_id), stock_version, stock_events.clone()),
             ];
             if self.append(appends, actor).await?.is_ok() {
+                self.remember_stock(
+                    &authority_id,
+                    stock_version + stock_events.len() as i64,
+                    &stock,
+                    &stock_events,
+                );
                 return Ok(approval);
             }
         }

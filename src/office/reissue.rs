@@ -115,6 +115,77 @@ impl Office {
         Err(busy())
     }
 
+    /// The subscriber's own reissue form (web form): they name themselves by authority,
+    /// registry number and birth date. When these match an issued second certificate that
+    /// can be reissued, a `web_form` request is recorded for staff to approve. Whether they
+    /// matched is never said (the answer is the same either way), so the form cannot be used
+    /// to test someone's birth date; the per-address rate limit applies to it.
+    pub async fn request_reissue_by_form(
+        &self,
+        authority_id: &str,
+        registry_number: &str,
+        birth_date: &str,
+        reason: ReissueReason,
+    ) -> Result<(), OfficeError> {
+        let authority = self.authority(authority_id)?;
+        if !authority.reissue_channels.contains(&ReissueChannel::WebForm) {
+            return Err(Problem::new(
+                422,
+                "channel_not_offered",
+                format!("{}はウェブフォームでの再発行を受け付けていません", authority.name_ja),
+                format!("{} does not offer reissue by web form", authority.name_en),
+            )
+            .field("authority")
+            .into());
+        }
+        let registry = crate::intake::ascii_digits(registry_number.trim());
+        let [min, max] = authority.registry_digits;
+        if !(min..=max).contains(&registry.len()) || !registry.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Problem::new(
+                422,
+                "bad_registry_number",
+                format!("登録番号は{min}〜{max}桁の数字です"),
+                format!("the registry number is {min} to {max} digits"),
+            )
+            .field("registry_number")
+            .into());
+        }
+        let Some(entered) = crate::qr::read_password(&birth_date.replace('-', "")) else {
+            return Err(Problem::new(
+                422,
+                "bad_birth_date",
+                "生年月日は数字8桁で入力してください",
+                "enter the birth date as 8 digits",
+            )
+            .field("birth_date")
+            .into());
+        };
+        let stream = super::subscriber_stream(authority_id, &registry);
+        let (_, subscriber) = self.subscriber(&stream).await?;
+        let Some(application) = subscriber
+            .applications
+            .iter()
+            .rev()
+            .find(|a| a.second_serial.is_some())
+        else {
+            return Ok(());
+        };
+        let birth = self.birth_date(&application.received)?.replace('-', "");
+        let matched = birth.len() == entered.len()
+            && openssl::memcmp::eq(birth.as_bytes(), entered.as_bytes());
+        if !matched {
+            return Ok(());
+        }
+        let serial = application.second_serial.clone().unwrap_or_default();
+        match self
+            .request_reissue(&serial, ReissueChannel::WebForm, reason, &portal())
+            .await
+        {
+            Ok(_) | Err(OfficeError::Problem(_)) => Ok(()),
+            Err(internal) => Err(internal),
+        }
+    }
+
     fn check_reissuable(
         &self,
         subscriber: &Subscriber,

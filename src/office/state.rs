@@ -396,7 +396,14 @@ pub struct Stock {
 
 impl Aggregate for Stock {
     fn apply(&mut self, event: &RecordedEvent) {
-        match &event.event {
+        self.apply_event(&event.event);
+    }
+}
+
+impl Stock {
+    /// Folds one event; also used to update the cached stock after this process appended.
+    pub fn apply_event(&mut self, event: &Event) {
+        match event {
             Event::CardStockReceived(e) => {
                 for card in &e.cards {
                     self.known.insert(card.card_serial.clone());
