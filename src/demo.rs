@@ -2,7 +2,9 @@
 //! in it is one the real paths would write. Both authorities; applications from the web form,
 //! keyed in from paper and imported from an association's CSV; every state (received,
 //! documents checked, rejected, approved with a card, approved with the card deferred and the
-//! QR pre-issued because JMA ran short of cards).
+//! QR pre-issued because JMA ran short of cards); and after issuance a few locked QRs,
+//! registered phones, reissue requests, loss cases and a revocation proposal waiting for a
+//! second person.
 
 use hpki_events::Actor;
 use hpki_events::vocabulary::Channel;
@@ -18,6 +20,13 @@ pub struct Seeded {
     pub approved: usize,
     pub deferred: usize,
     pub rejected: usize,
+    /// After issuance: QRs locked, phones registered, reissue requests, loss cases and
+    /// revocation proposals waiting for a second person.
+    pub locked: usize,
+    pub registered: usize,
+    pub reissues: usize,
+    pub losses: usize,
+    pub proposals: usize,
 }
 
 const SURNAMES: &[(&str, &str, &str)] = &[
@@ -165,7 +174,8 @@ pub async fn seed(
         .await?;
     seeded.applications += report.imported;
 
-    let mut ids = Vec::new();
+    // Each application with its birth date where the demo knows it (not for CSV rows).
+    let mut ids: Vec<(uuid::Uuid, Option<String>)> = Vec::new();
     for (i, (_, f)) in one_by_one.iter().enumerate() {
         let channel = if i % 2 == 0 {
             Channel::Web
@@ -175,7 +185,7 @@ pub async fn seed(
         let submitted = office
             .submit(f, Some(SAMPLE_PHOTO), channel, &staff)
             .await?;
-        ids.push(submitted.application_id);
+        ids.push((submitted.application_id, Some(f.birth_date.clone())));
         seeded.applications += 1;
         progress(
             "申請を登録中 / submitting",
@@ -196,7 +206,7 @@ pub async fn seed(
             .parse()
             .map_err(|e: uuid::Error| OfficeError::Internal(e.into()))?;
         office.attach_photo(id, SAMPLE_PHOTO, &staff).await?;
-        ids.push(id);
+        ids.push((id, None));
     }
 
     // JPA has cards for everyone; JMA for about two thirds of its approvals.
@@ -217,7 +227,8 @@ pub async fn seed(
         .await?;
 
     let count = ids.len();
-    for (i, id) in ids.into_iter().enumerate() {
+    let mut issued = Vec::new();
+    for (i, (id, birth_date)) in ids.into_iter().enumerate() {
         match i % 10 {
             0..=3 => {
                 office.check_documents(id, &staff).await?;
@@ -225,6 +236,9 @@ pub async fn seed(
                 seeded.approved += 1;
                 if approval.qr_pre_issued {
                     seeded.deferred += 1;
+                }
+                if let Some(birth_date) = birth_date {
+                    issued.push((approval, birth_date));
                 }
             }
             4 => {
@@ -242,5 +256,107 @@ pub async fn seed(
         }
         progress("審査中 / reviewing", i as u64 + 1, count as u64);
     }
+    after_issuance(office, &issued, &staff, &mut seeded).await?;
     Ok(seeded)
+}
+
+/// Through the portal's and the office's commands: of every eight issued, one QR locked by
+/// wrong passwords, three phones registered, one reissue request, one lost card and one lost
+/// phone whose revocation waits for a second person.
+async fn after_issuance(
+    office: &Office,
+    issued: &[(crate::office::Approval, String)],
+    staff: &Actor,
+    seeded: &mut Seeded,
+) -> Result<(), OfficeError> {
+    use hpki_events::vocabulary::{LossKind, ReasonCode, ReissueChannel, ReissueReason, RevocationScope};
+    let proposer = Actor::parse("staff:demo-proposer").expect("a plain name");
+    for (i, (approval, birth_date)) in issued.iter().enumerate() {
+        let url = office.registration_url(approval.qr_id);
+        let token = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let password = birth_date.replace('-', "");
+        let second = approval.second_certificate_serial.as_str();
+        let register = |n: usize| {
+            let token = token.clone();
+            let password = password.clone();
+            async move {
+                office.check_password(&token, &password).await?;
+                let credential = format!("ZGVtby1jcmVkZW50aWFsLQ{n:08}");
+                office
+                    .register_device(
+                        &token,
+                        &credential,
+                        "pQECAyYgASFYIGRlbW8tY29zZS1rZXktYnl0ZXMtZm9yLWRlbW8",
+                        uuid::Uuid::nil(),
+                        None,
+                    )
+                    .await
+            }
+        };
+        match i % 8 {
+            0 => {
+                for _ in 0..5 {
+                    office.check_password(&token, "19000101").await?;
+                }
+                seeded.locked += 1;
+            }
+            1 | 2 => {
+                register(i).await?;
+                seeded.registered += 1;
+            }
+            3 => {
+                // The authority's own channel for a request staff record.
+                let authority = approval_authority(office, approval).await?;
+                let channel = office
+                    .authorities()
+                    .get(&authority)
+                    .and_then(|a| {
+                        a.reissue_channels
+                            .iter()
+                            .copied()
+                            .find(|c| *c != ReissueChannel::OnScreen)
+                    })
+                    .unwrap_or(ReissueChannel::Email);
+                office
+                    .request_reissue(second, channel, ReissueReason::Lost, staff)
+                    .await?;
+                seeded.reissues += 1;
+            }
+            4 => {
+                if let crate::office::CardOutcome::Issued { certificate_serial, .. } = &approval.card {
+                    office
+                        .report_loss(certificate_serial, LossKind::Card, "電話で届出（デモ）", staff)
+                        .await?;
+                    seeded.losses += 1;
+                }
+            }
+            5 => {
+                register(i).await?;
+                seeded.registered += 1;
+                let case = office
+                    .report_loss(second, LossKind::Device, "スマートフォン紛失（デモ）", staff)
+                    .await?;
+                seeded.losses += 1;
+                let form = crate::office::ProposalForm {
+                    certificate_serial: second.to_owned(),
+                    scope: RevocationScope::SecondOnly,
+                    reason: Some(ReasonCode::KeyCompromise),
+                    case_id: Some(case),
+                };
+                office.propose_revocation(&form, &proposer).await?;
+                seeded.proposals += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The authority an approval was issued by (from its application).
+async fn approval_authority(
+    office: &Office,
+    approval: &crate::office::Approval,
+) -> Result<String, OfficeError> {
+    let stream = office.application_stream(approval.application_id).await?;
+    Ok(stream.split('-').nth(1).unwrap_or_default().to_owned())
 }

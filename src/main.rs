@@ -481,8 +481,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .await?
                 .context("the database already holds events; the demo seeds an empty database")?;
             println!(
-                "demo: {} applications ({} approved, of which {} with the card deferred and the QR pre-issued; {} rejected)",
-                seeded.applications, seeded.approved, seeded.deferred, seeded.rejected
+                "demo: {} applications ({} approved, of which {} with the card deferred and the QR pre-issued; {} rejected); after issuance {} QRs locked, {} phones registered, {} reissue requests, {} loss cases, {} revocation proposals waiting",
+                seeded.applications, seeded.approved, seeded.deferred, seeded.rejected,
+                seeded.locked, seeded.registered, seeded.reissues, seeded.losses, seeded.proposals
             );
         }
         Command::Staff(StaffCommand::Token { name }) => {

@@ -828,6 +828,14 @@ async fn the_demo_seeds_every_state_through_the_commands() {
         .unwrap();
     assert_eq!(seeded.applications, 40);
     assert!(seeded.deferred > 0, "{seeded:?}");
+    assert!(
+        seeded.locked > 0
+            && seeded.registered > 0
+            && seeded.reissues > 0
+            && seeded.losses > 0
+            && seeded.proposals > 0,
+        "every state after issuance: {seeded:?}"
+    );
     let lists = ok(server.get("/work-lists").send().await.unwrap()).await;
     let applications = &lists["counts"]["applications"];
     for list in [
