@@ -803,3 +803,101 @@ async fn the_cli_runs_the_lifecycle_commands_with_dual_control() {
     assert!(json_of(&out)["qrs_expired"].is_number());
     server.running.server.stop(true).await;
 }
+
+/// A PKCS#10 request signed by `key`, as a card's personalisation would make it.
+fn card_csr(key: &openssl::pkey::PKey<openssl::pkey::Private>) -> openssl::x509::X509Req {
+    let mut builder = openssl::x509::X509ReqBuilder::new().unwrap();
+    builder.set_pubkey(key).unwrap();
+    builder
+        .sign(key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
+    builder.build()
+}
+
+#[tokio::test]
+async fn card_stock_takes_csrs_checks_their_signatures_and_records_other_uses() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let receipts = "/authorities/jpa/card-stock/receipts";
+        let (key, pem) = card_key();
+        let csr = String::from_utf8(card_csr(&key).to_pem().unwrap()).unwrap();
+
+        // A CSR whose signature was made by another key: refused, naming the card.
+        let (other, _) = card_key();
+        let mut forged = openssl::x509::X509ReqBuilder::new().unwrap();
+        forged.set_pubkey(&key).unwrap();
+        forged
+            .sign(&other, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        let forged = String::from_utf8(forged.build().to_pem().unwrap()).unwrap();
+        let response = server
+            .post(receipts)
+            .json(&json!({"cards": [
+                {"card_serial": "JPA-0001", "csr_pem": csr},
+                {"card_serial": "JPA-0002", "csr_pem": forged}]}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["field"], "cards[1]");
+        assert!(body["error"]["message"]["en"].as_str().unwrap().contains("does not verify"));
+        // Both a key and a CSR for one card: refused.
+        let e = server
+            .post(receipts)
+            .json(&json!({"cards": [{"card_serial": "JPA-0003", "csr_pem": csr, "public_key_pem": pem}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "bad_public_key");
+        // Nothing of the refused receipts was recorded.
+        let stock = ok(server.get("/authorities/jpa/card-stock").send().await.unwrap()).await;
+        assert_eq!(stock["available"], 0);
+
+        ok(server
+            .post(receipts)
+            .json(&json!({"cards": [
+                {"card_serial": "JPA-0001", "csr_pem": csr},
+                {"card_serial": "JPA-0002", "public_key_pem": pem}]}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        // One card spoiled at personalisation; an unknown serial is refused.
+        let uses = "/authorities/jpa/card-stock/uses";
+        let e = server
+            .post(uses)
+            .json(&json!({"card_serials": ["JPA-9999"], "reason": "印刷不良"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(e, 422).await, "card_not_in_stock");
+        ok(server
+            .post(uses)
+            .json(&json!({"card_serials": ["JPA-0001"], "reason": "印刷不良"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let stock = ok(server.get("/authorities/jpa/card-stock").send().await.unwrap()).await;
+        assert_eq!(stock["available"], 1);
+
+        // The card left is the one issued, and its certificate carries the CSR's key.
+        let approval = server.issue("jpa", "777777").await;
+        assert_eq!(approval["card"]["card_serial"], "JPA-0002", "{approval}");
+        let serial = approval["card"]["certificate_serial"].as_str().unwrap();
+        let cert_pem = server
+            .get(&format!("/certificates/{serial}"))
+            .header("accept", "application/x-pem-file")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let cert = openssl::x509::X509::from_pem(cert_pem.as_bytes()).unwrap();
+        assert!(cert.public_key().unwrap().public_eq(&key));
+        server.running.server.stop(true).await;
+    }
+}
