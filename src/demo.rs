@@ -269,7 +269,9 @@ async fn after_issuance(
     staff: &Actor,
     seeded: &mut Seeded,
 ) -> Result<(), OfficeError> {
-    use hpki_events::vocabulary::{LossKind, ReasonCode, ReissueChannel, ReissueReason, RevocationScope};
+    use hpki_events::vocabulary::{
+        LossKind, ReasonCode, ReissueChannel, ReissueReason, RevocationScope,
+    };
     let proposer = Actor::parse("staff:demo-proposer").expect("a plain name");
     for (i, (approval, birth_date)) in issued.iter().enumerate() {
         let url = office.registration_url(approval.qr_id);
@@ -323,9 +325,17 @@ async fn after_issuance(
                 seeded.reissues += 1;
             }
             4 => {
-                if let crate::office::CardOutcome::Issued { certificate_serial, .. } = &approval.card {
+                if let crate::office::CardOutcome::Issued {
+                    certificate_serial, ..
+                } = &approval.card
+                {
                     office
-                        .report_loss(certificate_serial, LossKind::Card, "電話で届出（デモ）", staff)
+                        .report_loss(
+                            certificate_serial,
+                            LossKind::Card,
+                            "電話で届出（デモ）",
+                            staff,
+                        )
                         .await?;
                     seeded.losses += 1;
                 }
@@ -334,7 +344,12 @@ async fn after_issuance(
                 register(i).await?;
                 seeded.registered += 1;
                 let case = office
-                    .report_loss(second, LossKind::Device, "スマートフォン紛失（デモ）", staff)
+                    .report_loss(
+                        second,
+                        LossKind::Device,
+                        "スマートフォン紛失（デモ）",
+                        staff,
+                    )
                     .await?;
                 seeded.losses += 1;
                 let form = crate::office::ProposalForm {

@@ -296,7 +296,11 @@ fn staff_actor(config: &Config, actor: &str, approver: bool) -> anyhow::Result<h
     let parsed = hpki_events::Actor::parse(actor).map_err(|why| anyhow::anyhow!(why))?;
     if approver {
         let name = actor.strip_prefix("staff:").unwrap_or_default();
-        let roles = config.staff.get(name).map(|s| s.roles.clone()).unwrap_or_default();
+        let roles = config
+            .staff
+            .get(name)
+            .map(|s| s.roles.clone())
+            .unwrap_or_default();
         anyhow::ensure!(
             roles.contains(&hpki_backoffice::config::Role::Approver),
             "{actor} does not hold the approver role ([staff.{name}] roles in the configuration)"
@@ -320,46 +324,80 @@ async fn lifecycle_command(
             Command::Qr(QrCommand::Timeline { subscriber }) => {
                 json(&office.timeline(&subscriber).await?)
             }
-            Command::Reissue(ReissueCommand::Request { certificate_serial, channel, reason, actor }) => {
+            Command::Reissue(ReissueCommand::Request {
+                certificate_serial,
+                channel,
+                reason,
+                actor,
+            }) => {
                 let actor = staff_actor(config, &actor, false)?;
-                let id = office.request_reissue(&certificate_serial, channel, reason, &actor).await?;
+                let id = office
+                    .request_reissue(&certificate_serial, channel, reason, &actor)
+                    .await?;
                 serde_json::json!({ "id": id })
             }
             Command::Reissue(ReissueCommand::CheckDocuments { id, actor }) => {
-                office.check_reissue_documents(id, &staff_actor(config, &actor, false)?).await?;
+                office
+                    .check_reissue_documents(id, &staff_actor(config, &actor, false)?)
+                    .await?;
                 serde_json::json!({ "id": id, "documents_checked": true })
             }
-            Command::Reissue(ReissueCommand::Approve { id, actor }) => {
-                json(&office.approve_reissue(id, &staff_actor(config, &actor, false)?).await?)
-            }
+            Command::Reissue(ReissueCommand::Approve { id, actor }) => json(
+                &office
+                    .approve_reissue(id, &staff_actor(config, &actor, false)?)
+                    .await?,
+            ),
             Command::Reissue(ReissueCommand::Reject { id, reason, actor }) => {
-                office.reject_reissue(id, &reason, &staff_actor(config, &actor, false)?).await?;
+                office
+                    .reject_reissue(id, &reason, &staff_actor(config, &actor, false)?)
+                    .await?;
                 serde_json::json!({ "id": id, "rejected": true })
             }
-            Command::Loss(LossCommand::Report { certificate_serial, kind, note, actor }) => {
+            Command::Loss(LossCommand::Report {
+                certificate_serial,
+                kind,
+                note,
+                actor,
+            }) => {
                 let actor = staff_actor(config, &actor, false)?;
-                let id = office.report_loss(&certificate_serial, kind, &note, &actor).await?;
+                let id = office
+                    .report_loss(&certificate_serial, kind, &note, &actor)
+                    .await?;
                 serde_json::json!({ "id": id })
             }
             Command::Loss(LossCommand::Close { id, note, actor }) => {
-                office.close_case(id, &note, &staff_actor(config, &actor, false)?).await?;
+                office
+                    .close_case(id, &note, &staff_actor(config, &actor, false)?)
+                    .await?;
                 serde_json::json!({ "id": id, "closed": true })
             }
-            Command::Revocation(RevocationCommand::Propose { certificate_serial, scope, reason, case, actor }) => {
+            Command::Revocation(RevocationCommand::Propose {
+                certificate_serial,
+                scope,
+                reason,
+                case,
+                actor,
+            }) => {
                 let form = hpki_backoffice::office::ProposalForm {
                     certificate_serial,
                     scope,
                     reason,
                     case_id: case,
                 };
-                let proposed = office.propose_revocation(&form, &staff_actor(config, &actor, false)?).await?;
+                let proposed = office
+                    .propose_revocation(&form, &staff_actor(config, &actor, false)?)
+                    .await?;
                 json(&proposed)
             }
-            Command::Revocation(RevocationCommand::Approve { id, actor }) => {
-                json(&office.approve_revocation(id, &staff_actor(config, &actor, true)?).await?)
-            }
+            Command::Revocation(RevocationCommand::Approve { id, actor }) => json(
+                &office
+                    .approve_revocation(id, &staff_actor(config, &actor, true)?)
+                    .await?,
+            ),
             Command::Revocation(RevocationCommand::Reject { id, reason, actor }) => {
-                office.reject_revocation(id, &reason, &staff_actor(config, &actor, true)?).await?;
+                office
+                    .reject_revocation(id, &reason, &staff_actor(config, &actor, true)?)
+                    .await?;
                 serde_json::json!({ "id": id, "rejected": true })
             }
             _ => unreachable!("only the lifecycle commands come here"),
@@ -372,8 +410,14 @@ async fn lifecycle_command(
             Ok(ExitCode::SUCCESS)
         }
         Err(OfficeError::Problem(problem)) => {
-            let field = problem.field.as_deref().map_or(String::new(), |f| format!(" [{f}]"));
-            eprintln!("{}{field}: {} / {}", problem.code, problem.message.ja, problem.message.en);
+            let field = problem
+                .field
+                .as_deref()
+                .map_or(String::new(), |f| format!(" [{f}]"));
+            eprintln!(
+                "{}{field}: {} / {}",
+                problem.code, problem.message.ja, problem.message.en
+            );
             Ok(ExitCode::from(2))
         }
         Err(OfficeError::Internal(error)) => Err(error),
@@ -482,8 +526,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .context("the database already holds events; the demo seeds an empty database")?;
             println!(
                 "demo: {} applications ({} approved, of which {} with the card deferred and the QR pre-issued; {} rejected); after issuance {} QRs locked, {} phones registered, {} reissue requests, {} loss cases, {} revocation proposals waiting",
-                seeded.applications, seeded.approved, seeded.deferred, seeded.rejected,
-                seeded.locked, seeded.registered, seeded.reissues, seeded.losses, seeded.proposals
+                seeded.applications,
+                seeded.approved,
+                seeded.deferred,
+                seeded.rejected,
+                seeded.locked,
+                seeded.registered,
+                seeded.reissues,
+                seeded.losses,
+                seeded.proposals
             );
         }
         Command::Staff(StaffCommand::Token { name }) => {

@@ -111,12 +111,13 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
                 config.audit.checkpoint_schedule
             )
         })?;
-    let expiry = cron::Schedule::from_str(&config.lifecycle.expiry_schedule).with_context(|| {
-        format!(
-            "lifecycle.expiry_schedule {:?} is not a cron expression",
-            config.lifecycle.expiry_schedule
-        )
-    })?;
+    let expiry =
+        cron::Schedule::from_str(&config.lifecycle.expiry_schedule).with_context(|| {
+            format!(
+                "lifecycle.expiry_schedule {:?} is not a cron expression",
+                config.lifecycle.expiry_schedule
+            )
+        })?;
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
     let office = office(config, store.clone(), clock.clone())?;

@@ -564,7 +564,10 @@ async fn no_secrets_in_the_log(server: &Server) {
     for row in rows {
         let text = String::from_utf8(row.body).unwrap();
         for secret in &secrets {
-            assert!(!text.contains(secret.as_str()), "a secret in the log: {text}");
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret in the log: {text}"
+            );
         }
     }
 }

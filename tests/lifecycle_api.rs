@@ -12,8 +12,8 @@ use hpki_backoffice::clock::ManualClock;
 use hpki_backoffice::config::{Role, Staff};
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
-use time::macros::datetime;
 use time::Duration;
+use time::macros::datetime;
 
 const APPROVER_TOKEN: &str = "approver-token-for-tests-only-0002";
 const PROPOSER_TOKEN: &str = "proposer-approver-token-for-tests-0003";
@@ -191,7 +191,10 @@ async fn refused(response: Response, status: u16) -> String {
     let got = response.status().as_u16();
     let text = response.text().await.unwrap();
     assert_eq!(got, status, "{text}");
-    assert!(!text.contains("19800401") && !text.contains("1980-04-01"), "{text}");
+    assert!(
+        !text.contains("19800401") && !text.contains("1980-04-01"),
+        "{text}"
+    );
     let body: Value = serde_json::from_str(&text).unwrap();
     body["error"]["code"].as_str().unwrap().to_owned()
 }
@@ -207,12 +210,7 @@ fn device(credential: &str) -> Value {
 async fn register(server: &Server, qr_id: &str, credential: &str) -> Response {
     let mut body = device(credential);
     body["token"] = json!(server.token(qr_id));
-    server
-        .portal("/devices")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    server.portal("/devices").json(&body).send().await.unwrap()
 }
 
 fn types(timeline: &[Value]) -> Vec<String> {
@@ -240,7 +238,10 @@ async fn jma_shortage_lockout_reissue_registration_card_and_device_loss() {
         let approval = server.issue("jma", "111111").await;
         assert_eq!(approval["card"]["status"], "deferred", "{approval}");
         assert_eq!(approval["qr_pre_issued"], true);
-        let second = approval["second_certificate_serial"].as_str().unwrap().to_owned();
+        let second = approval["second_certificate_serial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let first_qr = approval["qr_id"].as_str().unwrap().to_owned();
 
         // Not a password attempt: malformed input, refused without counting.
@@ -322,7 +323,11 @@ async fn jma_shortage_lockout_reissue_registration_card_and_device_loss() {
         let report = ok(register(&server, &qr, "Y3JlZGVudGlhbC1vbmUtMDAwMQ").await).await;
         assert_eq!(report["certificate_serial"], json!(second));
         assert_eq!(
-            refused(register(&server, &qr, "Y3JlZGVudGlhbC10d28tMDAwMg").await, 409).await,
+            refused(
+                register(&server, &qr, "Y3JlZGVudGlhbC10d28tMDAwMg").await,
+                409
+            )
+            .await,
             "device_already_registered"
         );
         let outcome = ok(server.password(&qr, "19800401").await).await;
@@ -359,16 +364,20 @@ async fn jma_shortage_lockout_reissue_registration_card_and_device_loss() {
         assert_eq!(refused(e, 422).await, "scope_not_for_case");
         let e = server
             .post_as(PROPOSER_TOKEN, "/revocation-proposals")
-            .json(&json!({"certificate_serial": second, "scope": "second_only",
-                          "reason": "certificateHold", "case_id": case_id}))
+            .json(
+                &json!({"certificate_serial": second, "scope": "second_only",
+                          "reason": "certificateHold", "case_id": case_id}),
+            )
             .send()
             .await
             .unwrap();
         assert_eq!(refused(e, 422).await, "reason_not_allowed");
         let proposal = ok(server
             .post_as(PROPOSER_TOKEN, "/revocation-proposals")
-            .json(&json!({"certificate_serial": second, "scope": "second_only",
-                          "reason": "keyCompromise", "case_id": case_id}))
+            .json(
+                &json!({"certificate_serial": second, "scope": "second_only",
+                          "reason": "keyCompromise", "case_id": case_id}),
+            )
             .send()
             .await
             .unwrap())
@@ -378,17 +387,30 @@ async fn jma_shortage_lockout_reissue_registration_card_and_device_loss() {
         let proposal_id = proposal["id"].as_str().unwrap();
         let approve = format!("/revocation-proposals/{proposal_id}/approve");
         // The proposer holds the approver role, and still cannot decide their own proposal.
-        let e = server.post_as(PROPOSER_TOKEN, &approve).send().await.unwrap();
+        let e = server
+            .post_as(PROPOSER_TOKEN, &approve)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(refused(e, 403).await, "own_proposal");
         // A registration officer without the approver role cannot either.
         let e = server.post(&approve).send().await.unwrap();
         assert_eq!(refused(e, 403).await, "role_required");
         assert_eq!(server.lifecycle("proposal:open").await.len(), 1);
-        let decided = ok(server.post_as(APPROVER_TOKEN, &approve).send().await.unwrap()).await;
+        let decided = ok(server
+            .post_as(APPROVER_TOKEN, &approve)
+            .send()
+            .await
+            .unwrap())
+        .await;
         assert_eq!(decided["revoked"], json!([second]));
         assert_eq!(decided["device_removed"], true);
         assert_eq!(decided["qrs_invalidated"], 1);
-        let e = server.post_as(APPROVER_TOKEN, &approve).send().await.unwrap();
+        let e = server
+            .post_as(APPROVER_TOKEN, &approve)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(refused(e, 409).await, "proposal_decided");
 
         // The credential is gone, the QR is dead, nothing can be reissued for the certificate.
@@ -427,7 +449,10 @@ async fn jma_shortage_lockout_reissue_registration_card_and_device_loss() {
             "QrInvalidated",
             "LossCaseClosed",
         ] {
-            assert!(kinds.contains(&expected.to_owned()), "{expected} in {kinds:?}");
+            assert!(
+                kinds.contains(&expected.to_owned()),
+                "{expected} in {kinds:?}"
+            );
         }
         assert_eq!(kinds.iter().filter(|k| *k == "PasswordFailed").count(), 5);
         let approved = timeline
@@ -455,8 +480,14 @@ async fn jpa_expiry_to_the_second_email_reissue_and_card_loss_keeping_the_phone(
         .await;
         let approval = server.issue("jpa", "222222").await;
         assert_eq!(approval["card"]["status"], "issued", "{approval}");
-        let card = approval["card"]["certificate_serial"].as_str().unwrap().to_owned();
-        let second = approval["second_certificate_serial"].as_str().unwrap().to_owned();
+        let card = approval["card"]["certificate_serial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let second = approval["second_certificate_serial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let qr = approval["qr_id"].as_str().unwrap().to_owned();
         // Issued 2026-11-22 (JST): the last usable day is 2027-02-22.
         assert_eq!(approval["qr_last_usable_day"], "2027-02-22");
@@ -489,7 +520,9 @@ async fn jpa_expiry_to_the_second_email_reissue_and_card_loss_keeping_the_phone(
         // E-mail reissue (JPA): no web form; documents first; the URL goes by e-mail.
         let e = server
             .post("/reissue-requests")
-            .json(&json!({"certificate_serial": second, "channel": "web_form", "reason": "expired"}))
+            .json(
+                &json!({"certificate_serial": second, "channel": "web_form", "reason": "expired"}),
+            )
             .send()
             .await
             .unwrap();
@@ -554,7 +587,10 @@ async fn jpa_expiry_to_the_second_email_reissue_and_card_loss_keeping_the_phone(
         .await;
         let proposal_id = proposal["id"].as_str().unwrap();
         let decided = ok(server
-            .post_as(APPROVER_TOKEN, &format!("/revocation-proposals/{proposal_id}/approve"))
+            .post_as(
+                APPROVER_TOKEN,
+                &format!("/revocation-proposals/{proposal_id}/approve"),
+            )
             .send()
             .await
             .unwrap())
@@ -660,7 +696,10 @@ async fn on_screen_reissue_proves_the_card_and_shows_a_new_qr_at_once() {
             .unwrap())
         .await;
         let approval = server.issue("jma", "555555").await;
-        let card = approval["card"]["certificate_serial"].as_str().unwrap().to_owned();
+        let card = approval["card"]["certificate_serial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let old_qr = approval["qr_id"].as_str().unwrap().to_owned();
         let challenge = |serial: String| {
             let server = &server;
@@ -685,8 +724,10 @@ async fn on_screen_reissue_proves_the_card_and_shows_a_new_qr_at_once() {
         let reissue = |challenge: String, signature: String| {
             server
                 .portal("/on-screen-reissue")
-                .json(&json!({"card_certificate_serial": card, "challenge": challenge,
-                              "signature": signature, "reason": "lost"}))
+                .json(
+                    &json!({"card_certificate_serial": card, "challenge": challenge,
+                              "signature": signature, "reason": "lost"}),
+                )
                 .send()
         };
 
@@ -696,13 +737,18 @@ async fn on_screen_reissue_proves_the_card_and_shows_a_new_qr_at_once() {
         let e = reissue(text.clone(), sign(&text, &stranger)).await.unwrap();
         assert_eq!(refused(e, 422).await, "bad_signature");
         let tampered = text.replacen("hpki-reissue/1.", "hpki-reissue/1.0", 1);
-        let e = reissue(tampered.clone(), sign(&tampered, &key)).await.unwrap();
+        let e = reissue(tampered.clone(), sign(&tampered, &key))
+            .await
+            .unwrap();
         assert_eq!(refused(e, 422).await, "bad_challenge");
         server.clock.advance(Duration::minutes(6));
         let e = reissue(text.clone(), sign(&text, &key)).await.unwrap();
         assert_eq!(refused(e, 422).await, "bad_challenge");
         let kinds = types(&server.timeline("subscriber-jma-555555").await);
-        assert!(!kinds.contains(&"ReissueRequested".to_owned()), "no state change");
+        assert!(
+            !kinds.contains(&"ReissueRequested".to_owned()),
+            "no state change"
+        );
 
         // Signed by the card: a new QR at once, its URL to display; the old one superseded.
         let text = challenge(card.clone()).await;
@@ -720,7 +766,10 @@ async fn on_screen_reissue_proves_the_card_and_shows_a_new_qr_at_once() {
         let e = reissue(text.clone(), sign(&text, &key)).await.unwrap();
         assert_eq!(refused(e, 409).await, "challenge_used");
         // A challenge names a card certificate, not the second one.
-        let second = approval["second_certificate_serial"].as_str().unwrap().to_owned();
+        let second = approval["second_certificate_serial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let e = server
             .portal("/challenges")
             .json(&json!({"card_certificate_serial": second}))
@@ -731,7 +780,6 @@ async fn on_screen_reissue_proves_the_card_and_shows_a_new_qr_at_once() {
         server.running.server.stop(true).await;
     }
 }
-
 
 #[tokio::test]
 async fn the_cli_runs_the_lifecycle_commands_with_dual_control() {
@@ -745,7 +793,10 @@ async fn the_cli_runs_the_lifecycle_commands_with_dual_control() {
         .unwrap())
     .await;
     let approval = server.issue("jma", "666666").await;
-    let card = approval["card"]["certificate_serial"].as_str().unwrap().to_owned();
+    let card = approval["card"]["certificate_serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let dir = server.dir.path();
     let config = config(&db, dir);
     let toml = format!(
@@ -776,27 +827,73 @@ async fn the_cli_runs_the_lifecycle_commands_with_dual_control() {
     };
     let json_of = |stdout: &str| serde_json::from_str::<Value>(stdout).unwrap();
 
-    let (code, out, err) = run(&["loss", "report", &card, "--kind", "card", "--actor", "staff:suzuki"]).await;
+    let (code, out, err) = run(&[
+        "loss",
+        "report",
+        &card,
+        "--kind",
+        "card",
+        "--actor",
+        "staff:suzuki",
+    ])
+    .await;
     assert_eq!(code, Some(0), "{err}");
     let case = json_of(&out)["id"].as_str().unwrap().to_owned();
-    let (code, _, err) = run(&["revocation", "propose", &card, "--scope", "card_only",
-                               "--reason", "certificateHold", "--case", &case, "--actor", "staff:suzuki"]).await;
+    let (code, _, err) = run(&[
+        "revocation",
+        "propose",
+        &card,
+        "--scope",
+        "card_only",
+        "--reason",
+        "certificateHold",
+        "--case",
+        &case,
+        "--actor",
+        "staff:suzuki",
+    ])
+    .await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("reason_not_allowed [reason]: "), "{err}");
-    let (code, out, err) = run(&["revocation", "propose", &card, "--scope", "card_only",
-                                 "--reason", "keyCompromise", "--case", &case, "--actor", "staff:suzuki"]).await;
+    let (code, out, err) = run(&[
+        "revocation",
+        "propose",
+        &card,
+        "--scope",
+        "card_only",
+        "--reason",
+        "keyCompromise",
+        "--case",
+        &case,
+        "--actor",
+        "staff:suzuki",
+    ])
+    .await;
     assert_eq!(code, Some(0), "{err}");
     let proposal = json_of(&out)["proposal_id"].as_str().unwrap().to_owned();
     // suzuki holds no approver role; sato does.
-    let (code, _, err) = run(&["revocation", "approve", &proposal, "--actor", "staff:suzuki"]).await;
+    let (code, _, err) = run(&[
+        "revocation",
+        "approve",
+        &proposal,
+        "--actor",
+        "staff:suzuki",
+    ])
+    .await;
     assert_eq!(code, Some(1));
     assert!(err.contains("approver role"), "{err}");
-    let (code, out, err) = run(&["revocation", "approve", &proposal, "--actor", "staff:sato"]).await;
+    let (code, out, err) =
+        run(&["revocation", "approve", &proposal, "--actor", "staff:sato"]).await;
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(json_of(&out)["revoked"], json!([card]));
     let (code, out, _) = run(&["qr", "timeline", "subscriber-jma-666666"]).await;
     assert_eq!(code, Some(0));
-    let kinds: Vec<Value> = json_of(&out).as_array().unwrap().iter().map(|e| e["type"].clone()).collect();
+    let kinds: Vec<Value> = json_of(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
     assert!(kinds.contains(&json!("CertificateRevoked")), "{kinds:?}");
     let (code, out, err) = run(&["qr", "expire"]).await;
     assert_eq!(code, Some(0), "{err}");
@@ -842,7 +939,12 @@ async fn card_stock_takes_csrs_checks_their_signatures_and_records_other_uses() 
         let body: Value = response.json().await.unwrap();
         assert_eq!(status, 422, "{body}");
         assert_eq!(body["error"]["field"], "cards[1]");
-        assert!(body["error"]["message"]["en"].as_str().unwrap().contains("does not verify"));
+        assert!(
+            body["error"]["message"]["en"]
+                .as_str()
+                .unwrap()
+                .contains("does not verify")
+        );
         // Both a key and a CSR for one card: refused.
         let e = server
             .post(receipts)
@@ -852,7 +954,12 @@ async fn card_stock_takes_csrs_checks_their_signatures_and_records_other_uses() 
             .unwrap();
         assert_eq!(refused(e, 422).await, "bad_public_key");
         // Nothing of the refused receipts was recorded.
-        let stock = ok(server.get("/authorities/jpa/card-stock").send().await.unwrap()).await;
+        let stock = ok(server
+            .get("/authorities/jpa/card-stock")
+            .send()
+            .await
+            .unwrap())
+        .await;
         assert_eq!(stock["available"], 0);
 
         ok(server
@@ -880,7 +987,12 @@ async fn card_stock_takes_csrs_checks_their_signatures_and_records_other_uses() 
             .await
             .unwrap())
         .await;
-        let stock = ok(server.get("/authorities/jpa/card-stock").send().await.unwrap()).await;
+        let stock = ok(server
+            .get("/authorities/jpa/card-stock")
+            .send()
+            .await
+            .unwrap())
+        .await;
         assert_eq!(stock["available"], 1);
 
         // The card left is the one issued, and its certificate carries the CSR's key.

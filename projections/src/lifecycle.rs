@@ -118,9 +118,15 @@ impl Projection for Lifecycle {
                 list: None,
                 merge: json!({ "failures": e.attempt, "last_failure_at": at }),
             }],
-            Event::QrLocked(e) => vec![patch(qr(&e.qr_id), "qr:locked", json!({ "locked_at": at }))],
+            Event::QrLocked(e) => {
+                vec![patch(qr(&e.qr_id), "qr:locked", json!({ "locked_at": at }))]
+            }
             Event::QrExpired(e) => {
-                vec![patch(qr(&e.qr_id), "qr:expired", json!({ "expired_at": at }))]
+                vec![patch(
+                    qr(&e.qr_id),
+                    "qr:expired",
+                    json!({ "expired_at": at }),
+                )]
             }
             Event::QrSuperseded(e) => vec![patch(
                 qr(&e.qr_id),
@@ -128,7 +134,11 @@ impl Projection for Lifecycle {
                 json!({ "superseded_by": e.by, "superseded_at": at }),
             )],
             Event::QrInvalidated(e) => {
-                vec![patch(qr(&e.qr_id), "qr:revoked", json!({ "revoked_at": at }))]
+                vec![patch(
+                    qr(&e.qr_id),
+                    "qr:revoked",
+                    json!({ "revoked_at": at }),
+                )]
             }
             Event::QrReminderDue(e) => vec![Change::Patch {
                 key: qr(&e.qr_id),

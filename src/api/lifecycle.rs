@@ -26,7 +26,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/portal/password", web::post().to(password))
         .route("/portal/devices", web::post().to(register_device))
         .route("/portal/challenges", web::post().to(challenge))
-        .route("/portal/on-screen-reissue", web::post().to(on_screen_reissue))
+        .route(
+            "/portal/on-screen-reissue",
+            web::post().to(on_screen_reissue),
+        )
         .route("/portal/reissue-requests", web::post().to(reissue_form))
         .route("/jobs/expiry", web::post().to(run_expiry))
         .route("/lifecycle", web::get().to(list_lifecycle))
@@ -36,8 +39,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/reissue-requests/{id}/documents-checked",
             web::post().to(check_reissue_documents),
         )
-        .route("/reissue-requests/{id}/approve", web::post().to(approve_reissue))
-        .route("/reissue-requests/{id}/reject", web::post().to(reject_reissue))
+        .route(
+            "/reissue-requests/{id}/approve",
+            web::post().to(approve_reissue),
+        )
+        .route(
+            "/reissue-requests/{id}/reject",
+            web::post().to(reject_reissue),
+        )
         .route("/loss-reports", web::post().to(report_loss))
         .route("/loss-cases/{id}/close", web::post().to(close_case))
         .route("/revocation-proposals", web::post().to(propose))
@@ -49,7 +58,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/revocation-proposals/{id}/reject",
             web::post().to(reject_revocation),
         )
-        .route("/subscribers/{subscriber}/timeline", web::get().to(timeline));
+        .route(
+            "/subscribers/{subscriber}/timeline",
+            web::get().to(timeline),
+        );
 }
 
 #[derive(OpenApi)]
@@ -154,11 +166,7 @@ struct PasswordForm {
     responses((status = 200, body = PasswordOutcome), (status = 404, body = ErrorBody),
               (status = 410, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 423, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn password(
-    api: web::Data<Api>,
-    req: HttpRequest,
-    body: web::Json<PasswordForm>,
-) -> Answer {
+async fn password(api: web::Data<Api>, req: HttpRequest, body: web::Json<PasswordForm>) -> Answer {
     api.attempts.check(peer(&req))?;
     let outcome = api
         .office
@@ -293,7 +301,12 @@ async fn reissue_form(
 ) -> Answer {
     api.attempts.check(peer(&req))?;
     api.office
-        .request_reissue_by_form(&body.authority, &body.registry_number, &body.birth_date, body.reason)
+        .request_reissue_by_form(
+            &body.authority,
+            &body.registry_number,
+            &body.birth_date,
+            body.reason,
+        )
         .await?;
     Ok(HttpResponse::Accepted().json(FormReceived {
         received: true,
@@ -315,11 +328,7 @@ async fn run_expiry(api: web::Data<Api>, _who: Staff) -> Answer {
 /// `proposal:open`, `revoked:<authority>` and the rest (see `projections/src/lifecycle.rs`).
 #[utoipa::path(get, path = "/api/v1/lifecycle", tag = "lifecycle", params(ListQuery),
     responses((status = 200, body = Vec<Listed>)))]
-async fn list_lifecycle(
-    api: web::Data<Api>,
-    _who: Staff,
-    query: web::Query<ListQuery>,
-) -> Answer {
+async fn list_lifecycle(api: web::Data<Api>, _who: Staff, query: web::Query<ListQuery>) -> Answer {
     listed(&api, "lifecycle", &query).await
 }
 

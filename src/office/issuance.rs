@@ -97,9 +97,11 @@ impl Office {
         let (key_id, public_key) = self.take_key().await?;
         let second = {
             let (ca, authority, application) = (ca.clone(), authority.clone(), application.clone());
-            tokio::task::spawn_blocking(move || sign(&ca, &authority, &application, &public_key, today))
-                .await
-                .map_err(|e| OfficeError::Internal(e.into()))??
+            tokio::task::spawn_blocking(move || {
+                sign(&ca, &authority, &application, &public_key, today)
+            })
+            .await
+            .map_err(|e| OfficeError::Internal(e.into()))??
         };
         let _turn = self.turn(&authority_id).await;
         for attempt in 0..TRIES {
@@ -119,8 +121,12 @@ impl Office {
             let card = stock.available.front().cloned();
             let card_cert = match &card {
                 Some(card) => {
-                    let (ca, authority, application, card) =
-                        (ca.clone(), authority.clone(), application.clone(), card.clone());
+                    let (ca, authority, application, card) = (
+                        ca.clone(),
+                        authority.clone(),
+                        application.clone(),
+                        card.clone(),
+                    );
                     Some(
                         tokio::task::spawn_blocking(move || {
                             sign(&ca, &authority, &application, &card_key(&card)?, today)
@@ -190,7 +196,11 @@ impl Office {
             events.push(qr.into());
             let appends = vec![
                 to(&stream, version, events),
-                to(&stock_stream(&authority_id), stock_version, stock_events.clone()),
+                to(
+                    &stock_stream(&authority_id),
+                    stock_version,
+                    stock_events.clone(),
+                ),
             ];
             if self.append(appends, actor).await?.is_ok() {
                 self.remember_stock(
@@ -205,7 +215,12 @@ impl Office {
         Err(busy())
     }
 
-    pub(super) fn new_qr(&self, application: &Application, second_serial: &str, pre_issued: bool) -> QrIssued {
+    pub(super) fn new_qr(
+        &self,
+        application: &Application,
+        second_serial: &str,
+        pre_issued: bool,
+    ) -> QrIssued {
         let qr_id = Uuid::now_v7();
         let token = crate::qr::token(self.inner.qr_secret.bytes(), qr_id);
         let issued_on = self.today();

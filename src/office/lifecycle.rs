@@ -33,7 +33,9 @@ pub enum PasswordOutcome {
         authority: String,
         registered: bool,
     },
-    Wrong { attempts_left: u8 },
+    Wrong {
+        attempts_left: u8,
+    },
     /// That was the fifth wrong password: the QR is locked now.
     Locked,
 }
@@ -95,10 +97,7 @@ impl Office {
             return Err(unknown_qr().into());
         }
         let hash = crate::qr::token_hash(token);
-        let stream = self
-            .locate("token", &hash)
-            .await?
-            .ok_or_else(unknown_qr)?;
+        let stream = self.locate("token", &hash).await?.ok_or_else(unknown_qr)?;
         let (_, subscriber) = self.subscriber(&stream).await?;
         let qr = subscriber
             .qrs
@@ -113,7 +112,12 @@ impl Office {
         let (status, code, ja, en) = match qr.status_on(self.today()) {
             QrStatus::Open => {
                 if subscriber.revoked.contains(&qr.issued.certificate_serial) {
-                    (410, "qr_revoked", "証明書が失効しているため", "its certificate was revoked")
+                    (
+                        410,
+                        "qr_revoked",
+                        "証明書が失効しているため",
+                        "its certificate was revoked",
+                    )
                 } else if qr.registered
                     && subscriber
                         .device_of(&qr.issued.certificate_serial)
@@ -246,7 +250,11 @@ impl Office {
         check_base64url(public_key, "public_key", 16, 2048)?;
         if let Some(other) = self.locate("credential", credential_id).await? {
             let (_, holder) = self.subscriber(&other).await?;
-            if holder.devices.iter().any(|d| d.credential_id == credential_id) {
+            if holder
+                .devices
+                .iter()
+                .any(|d| d.credential_id == credential_id)
+            {
                 return Err(Problem::new(
                     409,
                     "credential_in_use",
@@ -317,19 +325,33 @@ impl Office {
         let remind_from = today + time::Duration::days(self.inner.lifecycle.reminder_days);
         let mut streams = BTreeSet::new();
         // Open QRs in order of their last usable day: stop at the first not yet due.
-        for (_, doc) in self.store().docs("lifecycle", Some("qr:open"), i64::MAX).await? {
+        for (_, doc) in self
+            .store()
+            .docs("lifecycle", Some("qr:open"), i64::MAX)
+            .await?
+        {
             let last = doc.body["last_usable_day"].as_str().unwrap_or_default();
             if last > remind_from.to_string().as_str() {
                 break;
             }
-            streams.insert(doc.body["subscriber"].as_str().unwrap_or_default().to_owned());
+            streams.insert(
+                doc.body["subscriber"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
         for (_, doc) in self
             .store()
             .docs("lifecycle", Some("proposal:open"), i64::MAX)
             .await?
         {
-            streams.insert(doc.body["subscriber"].as_str().unwrap_or_default().to_owned());
+            streams.insert(
+                doc.body["subscriber"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
         let mut report = ExpiryReport::default();
         let actor = Actor::system("expiry");
@@ -345,7 +367,9 @@ impl Office {
                     if today > qr.issued.last_usable_day {
                         events.push(QrExpired { qr_id }.into());
                         counts.qrs_expired += 1;
-                    } else if !qr.registered && !qr.reminded && remind_from >= qr.issued.last_usable_day
+                    } else if !qr.registered
+                        && !qr.reminded
+                        && remind_from >= qr.issued.last_usable_day
                     {
                         events.push(
                             QrReminderDue {
@@ -424,7 +448,13 @@ impl Office {
 /// Drops what a timeline never shows: sealed data, token hashes, certificate and key bytes.
 fn strip_secrets(value: &mut serde_json::Value) {
     if let Some(object) = value.as_object_mut() {
-        for field in ["birth_date", "token_sha256", "der", "public_key", "challenge_sha256"] {
+        for field in [
+            "birth_date",
+            "token_sha256",
+            "der",
+            "public_key",
+            "challenge_sha256",
+        ] {
             object.remove(field);
         }
         for (_, inner) in object.iter_mut() {

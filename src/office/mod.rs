@@ -212,7 +212,14 @@ impl Office {
     /// The card stock as this process last read or wrote it (read when not cached yet).
     async fn cached_stock(&self, authority: &str) -> Result<(i64, Arc<Stock>), OfficeError> {
         let stream = stock_stream(authority);
-        let cached = self.inner.stocks.0.lock().expect("not poisoned").get(&stream).cloned();
+        let cached = self
+            .inner
+            .stocks
+            .0
+            .lock()
+            .expect("not poisoned")
+            .get(&stream)
+            .cloned();
         match cached {
             Some(cached) => Ok(cached),
             None => self.stock(authority).await,
@@ -221,7 +228,13 @@ impl Office {
 
     /// Records in the cache the stock this process just appended to, so the next approval in
     /// turn need not read it again.
-    fn remember_stock(&self, authority: &str, version: i64, before: &Stock, events: &[hpki_events::Event]) {
+    fn remember_stock(
+        &self,
+        authority: &str,
+        version: i64,
+        before: &Stock,
+        events: &[hpki_events::Event],
+    ) {
         let mut stock = before.clone();
         for event in events {
             stock.apply_event(event);

@@ -128,11 +128,17 @@ impl Office {
         reason: ReissueReason,
     ) -> Result<(), OfficeError> {
         let authority = self.authority(authority_id)?;
-        if !authority.reissue_channels.contains(&ReissueChannel::WebForm) {
+        if !authority
+            .reissue_channels
+            .contains(&ReissueChannel::WebForm)
+        {
             return Err(Problem::new(
                 422,
                 "channel_not_offered",
-                format!("{}はウェブフォームでの再発行を受け付けていません", authority.name_ja),
+                format!(
+                    "{}はウェブフォームでの再発行を受け付けていません",
+                    authority.name_ja
+                ),
                 format!("{} does not offer reissue by web form", authority.name_en),
             )
             .field("authority")
@@ -215,15 +221,19 @@ impl Office {
             return Err(Problem::new(
                 422,
                 "channel_not_offered",
-                format!("{}はこの方法での再発行を受け付けていません", authority.name_ja),
+                format!(
+                    "{}はこの方法での再発行を受け付けていません",
+                    authority.name_ja
+                ),
                 format!("{} does not offer reissue this way", authority.name_en),
             )
             .field("channel")
             .into());
         }
-        let pending = subscriber.reissues.iter().any(|r| {
-            r.decision == Decision::Open && r.requested.certificate_serial == serial
-        });
+        let pending = subscriber
+            .reissues
+            .iter()
+            .any(|r| r.decision == Decision::Open && r.requested.certificate_serial == serial);
         if pending {
             return Err(conflict(
                 "reissue_pending",
@@ -403,7 +413,10 @@ impl Office {
         let expires = self.inner.clock.now()
             + time::Duration::minutes(self.inner.lifecycle.challenge_minutes);
         let nonce = hex::encode(crate::secrets::Secret::random().bytes());
-        let body = format!("hpki-reissue/1.{serial}.{}.{nonce}", expires.unix_timestamp());
+        let body = format!(
+            "hpki-reissue/1.{serial}.{}.{nonce}",
+            expires.unix_timestamp()
+        );
         let mac = self.challenge_mac(&body);
         Ok(Challenge {
             challenge: format!("{body}.{mac}"),
@@ -414,7 +427,9 @@ impl Office {
     fn challenge_mac(&self, body: &str) -> String {
         let key = PKey::hmac(self.inner.qr_secret.bytes()).expect("an HMAC key from any bytes");
         let mut signer = Signer::new(MessageDigest::sha256(), &key).expect("HMAC-SHA256");
-        signer.update(b"hpki-reissue-challenge/1\n").expect("hashing");
+        signer
+            .update(b"hpki-reissue-challenge/1\n")
+            .expect("hashing");
         signer.update(body.as_bytes()).expect("hashing");
         hex::encode(signer.sign_to_vec().expect("HMAC-SHA256"))
     }
@@ -435,11 +450,11 @@ impl Office {
             return Err(not_a_card().into());
         }
         self.check_challenge(challenge, &serial)?;
-        let signature = openssl::base64::decode_block(signature_base64.trim())
-            .map_err(|_| bad_signature())?;
+        let signature =
+            openssl::base64::decode_block(signature_base64.trim()).map_err(|_| bad_signature())?;
         let der = self.certificate_der(&stream, &serial).await?;
-        let certificate = openssl::x509::X509::from_der(&der)
-            .map_err(|e| OfficeError::Internal(e.into()))?;
+        let certificate =
+            openssl::x509::X509::from_der(&der).map_err(|e| OfficeError::Internal(e.into()))?;
         let key = certificate
             .public_key()
             .map_err(|e| OfficeError::Internal(e.into()))?;
@@ -544,7 +559,10 @@ impl Office {
     }
 }
 
-fn open_request(subscriber: &Subscriber, request_id: Uuid) -> Result<&super::state::Reissue, OfficeError> {
+fn open_request(
+    subscriber: &Subscriber,
+    request_id: Uuid,
+) -> Result<&super::state::Reissue, OfficeError> {
     let request = subscriber
         .reissue(request_id)
         .ok_or_else(|| not_found("再発行申請", "the reissue request"))?;

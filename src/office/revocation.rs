@@ -180,14 +180,31 @@ impl Office {
             Some(reason) if !allowed.contains(&reason) => {
                 let names: Vec<String> = allowed
                     .iter()
-                    .map(|r| serde_json::to_value(r).expect("a name").as_str().unwrap_or_default().to_owned())
+                    .map(|r| {
+                        serde_json::to_value(r)
+                            .expect("a name")
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned()
+                    })
                     .collect();
-                let list = if names.is_empty() { "（なし）".to_owned() } else { names.join(", ") };
+                let list = if names.is_empty() {
+                    "（なし）".to_owned()
+                } else {
+                    names.join(", ")
+                };
                 return Err(Problem::new(
                     422,
                     "reason_not_allowed",
                     format!("この範囲で使える失効理由は {list} です"),
-                    format!("this scope allows the reasons: {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") }),
+                    format!(
+                        "this scope allows the reasons: {}",
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
                 )
                 .field("reason")
                 .into());
@@ -196,7 +213,8 @@ impl Office {
         }
         let serial = form.certificate_serial.trim().to_ascii_uppercase();
         let (stream, ..) = self.by_certificate(&serial).await?;
-        let decide_by = self.today() + time::Duration::days(self.inner.lifecycle.revocation_decide_days);
+        let decide_by =
+            self.today() + time::Duration::days(self.inner.lifecycle.revocation_decide_days);
         let _turn = self.stream_turn(&stream).await;
         for _ in 0..TRIES {
             let (version, subscriber) = self.subscriber(&stream).await?;
@@ -209,8 +227,11 @@ impl Office {
                     .case(case_id)
                     .filter(|c| c.reported.application_id == application_id)
                     .ok_or_else(|| {
-                        Problem::not_found("この証明書の紛失の届出", "a loss case of this certificate")
-                            .field("case_id")
+                        Problem::not_found(
+                            "この証明書の紛失の届出",
+                            "a loss case of this certificate",
+                        )
+                        .field("case_id")
                     })?;
                 if !case.open {
                     return Err(case_closed());
@@ -278,7 +299,10 @@ impl Office {
                 decide_by,
             };
             if self
-                .append(vec![to(&stream, version, vec![proposed.clone().into()])], actor)
+                .append(
+                    vec![to(&stream, version, vec![proposed.clone().into()])],
+                    actor,
+                )
                 .await?
                 .is_ok()
             {
@@ -307,8 +331,14 @@ impl Office {
             if proposal.decision != Decision::Open {
                 return Err(conflict(
                     "proposal_decided",
-                    &format!("この失効提案はすでに決定済みです（{}）", proposal.decision.as_str()),
-                    &format!("this proposal was already decided ({})", proposal.decision.as_str()),
+                    &format!(
+                        "この失効提案はすでに決定済みです（{}）",
+                        proposal.decision.as_str()
+                    ),
+                    &format!(
+                        "this proposal was already decided ({})",
+                        proposal.decision.as_str()
+                    ),
                 ));
             }
             if self.today() > proposal.proposed.decide_by {

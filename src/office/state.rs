@@ -297,9 +297,7 @@ impl Aggregate for Subscriber {
                     qr_id: e.qr_id,
                 });
             }
-            Event::DeviceRemoved(e) => self
-                .devices
-                .retain(|d| d.credential_id != e.credential_id),
+            Event::DeviceRemoved(e) => self.devices.retain(|d| d.credential_id != e.credential_id),
             Event::ReissueRequested(e) => {
                 if let Some(hash) = &e.challenge_sha256 {
                     self.used_challenges.insert(hash.clone());
@@ -330,7 +328,11 @@ impl Aggregate for Subscriber {
                 open: true,
             }),
             Event::LossCaseClosed(e) => {
-                if let Some(c) = self.cases.iter_mut().find(|c| c.reported.case_id == e.case_id) {
+                if let Some(c) = self
+                    .cases
+                    .iter_mut()
+                    .find(|c| c.reported.case_id == e.case_id)
+                {
                     c.open = false;
                 }
             }
