@@ -138,6 +138,17 @@ impl Office {
         String::from_utf8(plain).map_err(|e| OfficeError::Internal(e.into()))
     }
 
+    /// Whether `digits` (`YYYYMMDD`) is the application's birth date, compared in constant
+    /// time: the QR password check and the subscriber's reissue form.
+    pub(super) fn birth_date_is(
+        &self,
+        received: &ApplicationReceived,
+        digits: &str,
+    ) -> Result<bool, OfficeError> {
+        let birth = self.birth_date(received)?.replace('-', "");
+        Ok(birth.len() == digits.len() && openssl::memcmp::eq(birth.as_bytes(), digits.as_bytes()))
+    }
+
     /// Checks and stores a photo, returning what the log will say of it.
     async fn keep_photo(&self, bytes: &[u8]) -> Result<PhotoRef, OfficeError> {
         let max = self.inner.photo_max_bytes;
@@ -244,18 +255,10 @@ impl Office {
         decide: impl Fn(&Subscriber) -> Result<Event, OfficeError>,
     ) -> Result<(), OfficeError> {
         let stream = self.application_stream(application_id).await?;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
-            let event = decide(&subscriber)?;
-            if self
-                .append(vec![to(&stream, version, vec![event])], actor)
-                .await?
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        Err(busy())
+        self.decide_on(&stream, actor, |subscriber| {
+            Ok((vec![decide(subscriber)?], ()))
+        })
+        .await
     }
 
     /// The subscriber stream an application belongs to, from the `applications` read model

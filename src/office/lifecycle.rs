@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::Office;
 use super::state::{Decision, Qr, QrStatus, Subscriber};
-use super::{Office, TRIES, busy, to};
 use crate::problem::{OfficeError, Problem};
 
 /// The fifth wrong password locks the QR.
@@ -187,17 +187,13 @@ impl Office {
             .field("password")
             .into());
         };
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, &portal(), |subscriber| {
             let qr = subscriber.qr(qr_id).ok_or_else(unknown_qr)?;
             self.usable(&subscriber, qr)?;
             let application = subscriber
                 .application(qr.issued.application_id)
                 .ok_or_else(|| anyhow::anyhow!("QR {qr_id} names no application"))?;
-            let birth = self.birth_date(&application.received)?.replace('-', "");
-            let right = birth.len() == password.len()
-                && openssl::memcmp::eq(birth.as_bytes(), password.as_bytes());
+            let right = self.birth_date_is(&application.received, &password)?;
             let (events, outcome): (Vec<Event>, _) = if right {
                 (
                     vec![PasswordAccepted { qr_id }.into()],
@@ -224,15 +220,9 @@ impl Office {
                     )
                 }
             };
-            if self
-                .append(vec![to(&stream, version, events)], &portal())
-                .await?
-                .is_ok()
-            {
-                return Ok(outcome);
-            }
-        }
-        Err(busy())
+            Ok((events, outcome))
+        })
+        .await
     }
 
     /// Records the phone the portal registered through a QR: one active credential per second
@@ -266,9 +256,7 @@ impl Office {
             }
         }
         let registered_at = registered_at.unwrap_or_else(|| self.inner.clock.now());
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, &portal(), |subscriber| {
             let qr = subscriber.qr(qr_id).ok_or_else(unknown_qr)?;
             self.usable(&subscriber, qr)?;
             if !qr.password_accepted {
@@ -305,15 +293,9 @@ impl Office {
                 aaguid,
                 registered_at: format_time(registered_at),
             };
-            if self
-                .append(vec![to(&stream, version, vec![event.into()])], &portal())
-                .await?
-                .is_ok()
-            {
-                return Ok(report);
-            }
-        }
-        Err(busy())
+            Ok((vec![event.into()], report))
+        })
+        .await
     }
 
     /// The daily job: marks QRs past their last usable day expired, queues a reminder for QRs
@@ -323,6 +305,7 @@ impl Office {
         crate::projection_runner::catch_up(self.store(), &hpki_projections::Lifecycle).await?;
         let today = self.today();
         let remind_from = today + time::Duration::days(self.inner.lifecycle.reminder_days);
+        let remind_until = remind_from.to_string();
         let mut streams = BTreeSet::new();
         // Open QRs in order of their last usable day: stop at the first not yet due.
         for (_, doc) in self
@@ -331,7 +314,7 @@ impl Office {
             .await?
         {
             let last = doc.body["last_usable_day"].as_str().unwrap_or_default();
-            if last > remind_from.to_string().as_str() {
+            if last > remind_until.as_str() {
                 break;
             }
             streams.insert(
@@ -356,61 +339,48 @@ impl Office {
         let mut report = ExpiryReport::default();
         let actor = Actor::system("expiry");
         for stream in streams.into_iter().filter(|s| !s.is_empty()) {
-            let _turn = self.stream_turn(&stream).await;
-            let mut done = false;
-            for _ in 0..TRIES {
-                let (version, subscriber) = self.subscriber(&stream).await?;
-                let mut events: Vec<Event> = Vec::new();
-                let mut counts = ExpiryReport::default();
-                for qr in subscriber.qrs.iter().filter(|q| q.status == QrStatus::Open) {
-                    let qr_id = qr.issued.qr_id;
-                    if today > qr.issued.last_usable_day {
-                        events.push(QrExpired { qr_id }.into());
-                        counts.qrs_expired += 1;
-                    } else if !qr.registered
-                        && !qr.reminded
-                        && remind_from >= qr.issued.last_usable_day
-                    {
-                        events.push(
-                            QrReminderDue {
-                                qr_id,
-                                last_usable_day: qr.issued.last_usable_day,
-                            }
-                            .into(),
-                        );
-                        counts.reminders_due += 1;
+            let counts = self
+                .decide_on(&stream, &actor, |subscriber| {
+                    let mut events: Vec<Event> = Vec::new();
+                    let mut counts = ExpiryReport::default();
+                    for qr in subscriber.qrs.iter().filter(|q| q.status == QrStatus::Open) {
+                        let qr_id = qr.issued.qr_id;
+                        if today > qr.issued.last_usable_day {
+                            events.push(QrExpired { qr_id }.into());
+                            counts.qrs_expired += 1;
+                        } else if !qr.registered
+                            && !qr.reminded
+                            && remind_from >= qr.issued.last_usable_day
+                        {
+                            events.push(
+                                QrReminderDue {
+                                    qr_id,
+                                    last_usable_day: qr.issued.last_usable_day,
+                                }
+                                .into(),
+                            );
+                            counts.reminders_due += 1;
+                        }
                     }
-                }
-                for proposal in &subscriber.proposals {
-                    if proposal.decision == Decision::Open && today > proposal.proposed.decide_by {
-                        events.push(
-                            RevocationExpired {
-                                proposal_id: proposal.proposed.proposal_id,
-                            }
-                            .into(),
-                        );
-                        counts.proposals_expired += 1;
+                    for proposal in &subscriber.proposals {
+                        if proposal.decision == Decision::Open
+                            && today > proposal.proposed.decide_by
+                        {
+                            events.push(
+                                RevocationExpired {
+                                    proposal_id: proposal.proposed.proposal_id,
+                                }
+                                .into(),
+                            );
+                            counts.proposals_expired += 1;
+                        }
                     }
-                }
-                if events.is_empty() {
-                    done = true;
-                    break;
-                }
-                if self
-                    .append(vec![to(&stream, version, events)], &actor)
-                    .await?
-                    .is_ok()
-                {
-                    report.qrs_expired += counts.qrs_expired;
-                    report.reminders_due += counts.reminders_due;
-                    report.proposals_expired += counts.proposals_expired;
-                    done = true;
-                    break;
-                }
-            }
-            if !done {
-                return Err(busy());
-            }
+                    Ok((events, counts))
+                })
+                .await?;
+            report.qrs_expired += counts.qrs_expired;
+            report.reminders_due += counts.reminders_due;
+            report.proposals_expired += counts.proposals_expired;
         }
         Ok(report)
     }

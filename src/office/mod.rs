@@ -274,6 +274,32 @@ impl Office {
         Ok((version, state))
     }
 
+    /// Decides on one subscriber stream and appends what `decide` returns, at the version it
+    /// decided on. In this process, commands on a stream take turns; when another process
+    /// changed the stream first, `decide` runs again on the new state. Nothing is appended
+    /// when `decide` returns no events.
+    async fn decide_on<T>(
+        &self,
+        stream: &str,
+        actor: &Actor,
+        mut decide: impl FnMut(&Subscriber) -> Result<(Vec<hpki_events::Event>, T), OfficeError>,
+    ) -> Result<T, OfficeError> {
+        let _turn = self.stream_turn(stream).await;
+        for _ in 0..TRIES {
+            let (version, subscriber) = self.subscriber(stream).await?;
+            let (events, value) = decide(&subscriber)?;
+            if events.is_empty()
+                || self
+                    .append(vec![to(stream, version, events)], actor)
+                    .await?
+                    .is_ok()
+            {
+                return Ok(value);
+            }
+        }
+        Err(busy())
+    }
+
     /// Appends atomically; `Err(Raced)` when a stream moved since it was read.
     async fn append(
         &self,

@@ -15,9 +15,9 @@ use time::Date;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::Office;
 use super::lifecycle::portal;
 use super::state::{Application, Card, Decision, QrStatus, Subscriber};
-use super::{Office, TRIES, busy, to};
 use crate::problem::{OfficeError, Problem};
 
 /// What an approved reissue issued.
@@ -89,9 +89,7 @@ impl Office {
         }
         let serial = certificate_serial.trim().to_ascii_uppercase();
         let (stream, ..) = self.by_certificate(&serial).await?;
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, actor, |subscriber| {
             let application = subscriber
                 .application_of(&serial)
                 .ok_or_else(|| not_found("証明書", "the certificate"))?;
@@ -104,15 +102,9 @@ impl Office {
                 reason,
                 challenge_sha256: None,
             };
-            if self
-                .append(vec![to(&stream, version, vec![event.into()])], actor)
-                .await?
-                .is_ok()
-            {
-                return Ok(request_id);
-            }
-        }
-        Err(busy())
+            Ok((vec![event.into()], request_id))
+        })
+        .await
     }
 
     /// The subscriber's own reissue form (web form): they name themselves by authority,
@@ -176,10 +168,7 @@ impl Office {
         else {
             return Ok(());
         };
-        let birth = self.birth_date(&application.received)?.replace('-', "");
-        let matched = birth.len() == entered.len()
-            && openssl::memcmp::eq(birth.as_bytes(), entered.as_bytes());
-        if !matched {
+        if !self.birth_date_is(&application.received, &entered)? {
             return Ok(());
         }
         let serial = application.second_serial.clone().unwrap_or_default();
@@ -254,19 +243,7 @@ impl Office {
             .locate("request", &request_id.to_string())
             .await?
             .ok_or_else(|| not_found("再発行申請", "the reissue request"))?;
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
-            let (events, done) = decide(&subscriber)?;
-            if self
-                .append(vec![to(&stream, version, events)], actor)
-                .await?
-                .is_ok()
-            {
-                return Ok(done);
-            }
-        }
-        Err(busy())
+        self.decide_on(&stream, actor, decide).await
     }
 
     pub async fn check_reissue_documents(
@@ -467,9 +444,7 @@ impl Office {
             return Err(bad_signature().into());
         }
         let challenge_sha256 = hex::encode(openssl::sha::sha256(challenge.as_bytes()));
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, &portal(), |subscriber| {
             if subscriber.used_challenges.contains(&challenge_sha256) {
                 return Err(Problem::new(
                     409,
@@ -504,15 +479,9 @@ impl Office {
             };
             let (mut events, reissued) = self.reissue_events(&subscriber, &request)?;
             events.insert(0, request.into());
-            if self
-                .append(vec![to(&stream, version, events)], &portal())
-                .await?
-                .is_ok()
-            {
-                return Ok(reissued);
-            }
-        }
-        Err(busy())
+            Ok((events, reissued))
+        })
+        .await
     }
 
     fn check_challenge(&self, challenge: &str, serial: &str) -> Result<(), Problem> {

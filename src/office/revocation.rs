@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::Office;
 use super::state::{Card, Decision, Proposal, QrStatus, Subscriber};
-use super::{Office, TRIES, busy, to};
 use crate::problem::{OfficeError, Problem};
 
 /// A revocation proposal as staff send it.
@@ -96,9 +96,7 @@ impl Office {
         }
         let (stream, ..) = self.by_certificate(certificate_serial).await?;
         let serial = certificate_serial.trim().to_ascii_uppercase();
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, actor, |subscriber| {
             let application = subscriber
                 .application_of(&serial)
                 .ok_or_else(|| Problem::not_found("証明書", "the certificate"))?;
@@ -110,15 +108,9 @@ impl Office {
                 application_id,
                 note: note.to_owned(),
             };
-            if self
-                .append(vec![to(&stream, version, vec![event.into()])], actor)
-                .await?
-                .is_ok()
-            {
-                return Ok(case_id);
-            }
-        }
-        Err(busy())
+            Ok((vec![event.into()], case_id))
+        })
+        .await
     }
 
     /// Closes a loss case without a revocation (found again, or decided otherwise).
@@ -133,9 +125,7 @@ impl Office {
             .locate("case", &case_id.to_string())
             .await?
             .ok_or_else(|| Problem::not_found("紛失の届出", "the loss case"))?;
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, actor, |subscriber| {
             let case = subscriber
                 .case(case_id)
                 .ok_or_else(|| Problem::not_found("紛失の届出", "the loss case"))?;
@@ -147,15 +137,9 @@ impl Office {
                 proposal_id: None,
                 note: note.clone(),
             };
-            if self
-                .append(vec![to(&stream, version, vec![event.into()])], actor)
-                .await?
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        Err(busy())
+            Ok((vec![event.into()], ()))
+        })
+        .await
     }
 
     /// Proposes a revocation. What it would revoke or delete is fixed now, for the approver
@@ -215,9 +199,7 @@ impl Office {
         let (stream, ..) = self.by_certificate(&serial).await?;
         let decide_by =
             self.today() + time::Duration::days(self.inner.lifecycle.revocation_decide_days);
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, actor, |subscriber| {
             let application = subscriber
                 .application_of(&serial)
                 .ok_or_else(|| Problem::not_found("証明書", "the certificate"))?;
@@ -298,18 +280,9 @@ impl Office {
                 credential_id,
                 decide_by,
             };
-            if self
-                .append(
-                    vec![to(&stream, version, vec![proposed.clone().into()])],
-                    actor,
-                )
-                .await?
-                .is_ok()
-            {
-                return Ok(proposed);
-            }
-        }
-        Err(busy())
+            Ok((vec![proposed.clone().into()], proposed))
+        })
+        .await
     }
 
     async fn decide_proposal(
@@ -322,9 +295,7 @@ impl Office {
             .locate("proposal", &proposal_id.to_string())
             .await?
             .ok_or_else(|| Problem::not_found("失効提案", "the revocation proposal"))?;
-        let _turn = self.stream_turn(&stream).await;
-        for _ in 0..TRIES {
-            let (version, subscriber) = self.subscriber(&stream).await?;
+        self.decide_on(&stream, actor, |subscriber| {
             let proposal = subscriber
                 .proposal(proposal_id)
                 .ok_or_else(|| Problem::not_found("失効提案", "the revocation proposal"))?;
@@ -358,15 +329,9 @@ impl Office {
                 .into());
             }
             let (events, decided) = decide(&subscriber, proposal)?;
-            if self
-                .append(vec![to(&stream, version, events)], actor)
-                .await?
-                .is_ok()
-            {
-                return Ok(decided);
-            }
-        }
-        Err(busy())
+            Ok((events, decided))
+        })
+        .await
     }
 
     /// A second person approves: the certificates in scope are revoked (already revoked ones
