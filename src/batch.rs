@@ -66,7 +66,13 @@ const COLUMNS: &[(&str, &[&str])] = &[
 
 const OPTIONAL: &[&str] = &["delivery_office"];
 
-fn file_error(line: u64, column: &str, code: &'static str, ja: String, en: String) -> RowError {
+pub(crate) fn file_error(
+    line: u64,
+    column: &str,
+    code: &'static str,
+    ja: String,
+    en: String,
+) -> RowError {
     RowError {
         line,
         column: column.to_owned(),
@@ -78,7 +84,7 @@ fn file_error(line: u64, column: &str, code: &'static str, ja: String, en: Strin
 }
 
 /// The text of a file, with the encoding it was in.
-fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, &'static str), RowError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, &'static str), RowError> {
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(file_error(
             1,

@@ -29,6 +29,129 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     /// Staff who may call the API, by name (the actor recorded is `staff:<name>`).
     pub staff: BTreeMap<String, Staff>,
+    pub crl: Crl,
+    pub mail: Mail,
+    pub print: Print,
+    /// The mail houses that print and mail QR cards, by name (the actor is `mail-house:<name>`).
+    pub mail_houses: BTreeMap<String, MailHouse>,
+}
+
+/// CRL publication (issue 5).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crl {
+    /// Whether `hpki serve` publishes on its own (on the schedule, and within `poll_seconds`
+    /// of a revocation). When false, only when asked (`POST /api/v1/jobs/crl`, `hpki crl publish`).
+    pub background: bool,
+    /// Cron expression, seconds first, in JST: when every authority's CRL is published.
+    pub schedule: String,
+    /// nextUpdate is thisUpdate plus this many hours.
+    pub next_update_hours: i64,
+    /// Where the CRLs are written (DER and PEM); created when missing. Empty: `data_dir/crl`.
+    pub publish_dir: PathBuf,
+    /// How often (seconds) the publisher looks for revocations made by another instance;
+    /// a revocation made in this instance wakes it at once.
+    pub poll_seconds: u64,
+}
+
+/// The mail outbox (issue 5).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mail {
+    /// Whether `hpki serve` sends mail as the log calls for it. When false, mail goes only when
+    /// asked (`POST /api/v1/jobs/mail`, `hpki mail send`).
+    pub background: bool,
+    /// `smtp`, or `file` (development: each mail is written to `file_dir` as an .eml file).
+    pub transport: MailTransport,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `none` (plain, for a relay on loopback), `starttls` or `tls`.
+    pub smtp_tls: SmtpTls,
+    /// Empty for no authentication.
+    pub smtp_username: String,
+    /// The file holding the SMTP password (never the password itself in configuration).
+    pub smtp_password_file: PathBuf,
+    pub from: String,
+    /// For the `file` transport. Empty: `data_dir/mail`.
+    pub file_dir: PathBuf,
+    /// Mails sent at once.
+    pub concurrency: usize,
+    /// The first retry waits this long; each next one twice as long, up to `retry_max_seconds`.
+    pub retry_first_seconds: i64,
+    pub retry_max_seconds: i64,
+    /// Seconds one SMTP exchange may take before it counts as a temporary failure.
+    pub timeout_seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MailTransport {
+    Smtp,
+    File,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+/// Print batches (issue 5).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Print {
+    /// Where batch PDFs and manifests are written; created when missing. Empty:
+    /// `data_dir/print`.
+    pub dir: PathBuf,
+    /// Cron expression, seconds first, in JST: when batches are made of the waiting QRs.
+    /// Empty: only when staff ask.
+    pub schedule: String,
+    /// Whether `hpki serve` makes the scheduled batches on its own. When false, only when
+    /// asked (`POST /api/v1/jobs/print`, `hpki print scheduled`).
+    pub background: bool,
+    /// Most cards in one batch.
+    pub max_cards: usize,
+    /// Postal addresses of the association offices cards may be sent to, by office name.
+    pub offices: BTreeMap<String, OfficeAddress>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfficeAddress {
+    pub postal_code: String,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailHouse {
+    /// SHA-256 (hex) of the mail house's API token; `hpki staff token NAME` makes one.
+    pub token_sha256: String,
+    /// The authorities whose cards this mail house prints.
+    pub authorities: Vec<String>,
+    /// `ten_up` (A4 sheets) or `one_per_page` (a card printer).
+    pub imposition: hpki_events::vocabulary::Imposition,
+    /// How the manifest and the confirmation files are encoded: `utf-8-bom` or `cp932`.
+    pub encoding: FileEncoding,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum FileEncoding {
+    #[serde(rename = "utf-8-bom")]
+    Utf8Bom,
+    #[serde(rename = "cp932")]
+    Cp932,
+}
+
+impl FileEncoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileEncoding::Utf8Bom => "utf-8-bom",
+            FileEncoding::Cp932 => "cp932",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -205,6 +328,10 @@ const KEYS: &[&str] = &[
     "cards",
     "lifecycle",
     "staff",
+    "crl",
+    "mail",
+    "print",
+    "mail_houses",
 ];
 
 impl Default for Config {
@@ -254,6 +381,36 @@ impl Default for Config {
                 challenge_minutes: 5,
             },
             staff: BTreeMap::new(),
+            crl: Crl {
+                background: true,
+                schedule: "0 0 2 * * *".into(),
+                next_update_hours: 96,
+                publish_dir: PathBuf::new(),
+                poll_seconds: 10,
+            },
+            mail: Mail {
+                background: true,
+                transport: MailTransport::File,
+                smtp_host: "127.0.0.1".into(),
+                smtp_port: 25,
+                smtp_tls: SmtpTls::None,
+                smtp_username: String::new(),
+                smtp_password_file: PathBuf::new(),
+                from: "HPKI 認証局 <noreply@hpki.example.jp>".into(),
+                file_dir: PathBuf::new(),
+                concurrency: 8,
+                retry_first_seconds: 60,
+                retry_max_seconds: 3600,
+                timeout_seconds: 30,
+            },
+            print: Print {
+                dir: PathBuf::new(),
+                schedule: String::new(),
+                background: true,
+                max_cards: 10_000,
+                offices: BTreeMap::new(),
+            },
+            mail_houses: BTreeMap::new(),
         }
     }
 }
@@ -329,6 +486,27 @@ impl Authority {
 }
 
 impl Config {
+    /// A folder of the configuration, `data_dir/<name>` when left empty.
+    fn folder(&self, configured: &Path, name: &str) -> PathBuf {
+        if configured.as_os_str().is_empty() {
+            self.data_dir.join(name)
+        } else {
+            configured.to_owned()
+        }
+    }
+
+    pub fn crl_dir(&self) -> PathBuf {
+        self.folder(&self.crl.publish_dir, "crl")
+    }
+
+    pub fn mail_dir(&self) -> PathBuf {
+        self.folder(&self.mail.file_dir, "mail")
+    }
+
+    pub fn print_dir(&self) -> PathBuf {
+        self.folder(&self.print.dir, "print")
+    }
+
     /// Defaults, then `file` (if given, it must exist), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -361,6 +539,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use figment::value::{Dict, Value};
 
     #[test]
     fn a_wrong_type_names_the_key_and_the_file() {
@@ -377,6 +556,41 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/hpki.example.toml");
         let config = Config::load(Some(&example)).unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:8080");
+
+        // Every key the defaults have is written in the example (maps that start empty, such
+        // as [staff.NAME], are shown commented out), so the file documents them all.
+        let text = std::fs::read_to_string(&example).unwrap();
+        let written: Dict = Figment::from(Toml::file_exact(&example)).extract().unwrap();
+        let defaults: Dict = Figment::from(Serialized::defaults(Config::default()))
+            .extract()
+            .unwrap();
+        let mut missing = Vec::new();
+        missing_keys(&defaults, &written, &text, "", &mut missing);
+        assert!(missing.is_empty(), "not in the example: {missing:?}");
+    }
+
+    fn missing_keys(
+        defaults: &Dict,
+        written: &Dict,
+        text: &str,
+        prefix: &str,
+        missing: &mut Vec<String>,
+    ) {
+        for (key, value) in defaults {
+            let path = format!("{prefix}{key}");
+            match (value, written.get(key)) {
+                (Value::Dict(_, t), _) if t.is_empty() => {
+                    if !text.contains(&format!("# [{path}.")) {
+                        missing.push(path);
+                    }
+                }
+                (Value::Dict(_, t), Some(Value::Dict(_, w))) => {
+                    missing_keys(t, w, text, &format!("{path}."), missing)
+                }
+                (_, None) => missing.push(path),
+                _ => {}
+            }
+        }
     }
 
     #[test]

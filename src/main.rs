@@ -1,5 +1,7 @@
 //! The `hpki` command.
 
+mod outputs_cli;
+
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +74,15 @@ enum Command {
     /// Revocation under dual control: one proposes, another approver decides.
     #[command(subcommand)]
     Revocation(RevocationCommand),
+    /// The mail outbox, run once.
+    #[command(subcommand)]
+    Mail(outputs_cli::MailCommand),
+    /// CRL publication, run once; reproduction of a published CRL from the log.
+    #[command(subcommand)]
+    Crl(outputs_cli::CrlCommand),
+    /// Print batches of QR cards for the mail house.
+    #[command(subcommand)]
+    Print(outputs_cli::PrintCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Check and sign the log.
@@ -519,6 +530,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Qr(_) | Command::Reissue(_) | Command::Loss(_) | Command::Revocation(_) => {
             return lifecycle_command(command, &config, clock).await;
+        }
+        Command::Mail(c) => {
+            return outputs_cli::run(outputs_cli::Outputs::Mail(c), &config, clock).await;
+        }
+        Command::Crl(c) => {
+            return outputs_cli::run(outputs_cli::Outputs::Crl(c), &config, clock).await;
+        }
+        Command::Print(c) => {
+            return outputs_cli::run(outputs_cli::Outputs::Print(c), &config, clock).await;
         }
         Command::Demo { applications } => {
             let seeded = seed_demo(&config, clock, applications)

@@ -115,6 +115,13 @@ impl Ca {
         Ca::new(builder.build(), key)
     }
 
+    /// Signs `data` with the CA key: SHA-256, RSA PKCS#1 v1.5 (deterministic).
+    pub fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>, PkiError> {
+        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)?;
+        signer.update(data)?;
+        Ok(signer.sign_to_vec()?)
+    }
+
     pub fn subject(&self) -> &X509NameRef {
         self.cert.subject_name()
     }

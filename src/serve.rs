@@ -136,7 +136,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
     };
-    let api = Api::new(office, config);
+    let processors = crate::processors::Processors::new(&office, config)?;
+    processors.spawn(&store, config);
+    let api = Api::new(office, config, processors);
     let (server, port) = http::build(state, api, &config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let handle = server.handle();

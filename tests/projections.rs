@@ -114,10 +114,10 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
         let out = dir.path().join("as-of.db");
         let as_of = time::macros::datetime!(2026-11-22 01:59:59.999999 UTC);
         let replay = replay_as_of(&store, as_of, &out, &|_| {}).await.unwrap();
-        // Ten streams, and ten applications on the work lists.
+        // Ten streams, ten applications on the work lists, ten "received" mails to send.
         assert_eq!(
             (replay.position, replay.documents),
-            (10, 20),
+            (10, 30),
             "{}",
             db.backend
         );

@@ -139,6 +139,20 @@ vocabulary! {
     CardStockUsed = 1,
     CardQueued = 1,
     CardAllocated = 1,
+    // What the processors did (issue 5). Print batches and their confirmations on
+    // `print-<authority>`; each card's printing, mailing or spoiling on its subscriber stream.
+    PrintBatchCreated = 1,
+    PrintConfirmationReceived = 1,
+    QrCardPrinted = 1,
+    QrCardMailed = 1,
+    QrCardSpoiled = 1,
+    // Each e-mail on `mail-<mail id>`, the mail id being the id of the event that called for it.
+    MailSent = 1,
+    MailDeferred = 1,
+    MailFailed = 1,
+    MailRetryRequested = 1,
+    // Each authority's CRLs on `crl-<authority>`, one event per CRL number.
+    CrlPublished = 1,
 }
 
 /// Turns a payload of version `from` into version `from + 1`.
@@ -664,6 +678,158 @@ pub struct CardAllocated {
     pub card_serial: String,
     pub subscriber: String,
     pub application_id: Uuid,
+}
+
+/// How the QR cards of a print batch are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Imposition {
+    /// Ten cards on an A4 sheet, with crop marks.
+    TenUp,
+    /// One card per page, for a card printer.
+    OnePerPage,
+}
+
+/// A QR card's place in a print batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchCard {
+    /// 1, 2, ... in the order of the PDF and the manifest.
+    pub sequence: u32,
+    /// The card id on the manifest is the QR's id.
+    pub qr_id: Uuid,
+    pub subscriber: String,
+    pub destination: Delivery,
+}
+
+/// A print batch was rendered: the PDF and the manifest are in the print folder, and their
+/// SHA-256 let anyone check a copy. Rendering the batch again gives the same bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrintBatchCreated {
+    pub batch_id: Uuid,
+    pub authority: String,
+    pub mail_house: String,
+    pub imposition: Imposition,
+    /// The instant written into the PDF (RFC 3339, UTC).
+    pub created_at: String,
+    pub cards: Vec<BatchCard>,
+    /// QRs that were waiting but are no longer usable (superseded, revoked, expired,
+    /// registered): left out of the batch and off the queue.
+    pub skipped: Vec<Uuid>,
+    pub pdf_sha256: String,
+    pub csv_sha256: String,
+    /// `utf-8-bom` or `cp932`: how the manifest is encoded.
+    pub manifest_encoding: String,
+}
+
+/// The mail house's confirmation file for a batch, accepted whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrintConfirmationReceived {
+    pub batch_id: Uuid,
+    pub file_sha256: String,
+    pub rows: Vec<ConfirmedCard>,
+}
+
+/// One row of a confirmation file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmedCard {
+    pub sequence: u32,
+    pub qr_id: Uuid,
+    pub outcome: CardOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CardOutcome {
+    Printed,
+    Mailed { tracking_number: String },
+    Spoiled,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrCardPrinted {
+    pub qr_id: Uuid,
+    pub batch_id: Uuid,
+    pub sequence: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrCardMailed {
+    pub qr_id: Uuid,
+    pub batch_id: Uuid,
+    pub sequence: u32,
+    pub tracking_number: String,
+}
+
+/// A card spoiled in printing: its QR is superseded and a fresh one joins the next batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrCardSpoiled {
+    pub qr_id: Uuid,
+    pub batch_id: Uuid,
+    pub sequence: u32,
+}
+
+/// The SMTP server accepted the mail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSent {
+    pub mail_id: Uuid,
+    /// `received`, `approved`, ...: the template's name.
+    pub kind: String,
+    /// The Message-ID header, the same on every attempt, so a receiver can drop a repeat.
+    pub message_id: String,
+    pub attempt: u32,
+}
+
+/// A temporary failure (a 4xx reply, no connection): tried again from `retry_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailDeferred {
+    pub mail_id: Uuid,
+    pub kind: String,
+    pub attempt: u32,
+    pub error: String,
+    /// RFC 3339, UTC.
+    pub retry_at: String,
+}
+
+/// A permanent failure (a 5xx reply, no address): listed for staff, who may retry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailFailed {
+    pub mail_id: Uuid,
+    pub kind: String,
+    pub attempt: u32,
+    pub error: String,
+}
+
+/// Staff asked for a failed mail to be sent again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailRetryRequested {
+    pub mail_id: Uuid,
+}
+
+/// A CRL was published. `as_of` is the log position its entries were read up to, so the
+/// same CRL can be made again from the log, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlPublished {
+    pub authority: String,
+    pub number: u64,
+    /// RFC 3339, UTC, whole seconds.
+    pub this_update: String,
+    pub next_update: String,
+    pub as_of: i64,
+    pub entries: u64,
+    /// Of the DER.
+    pub sha256: String,
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@ use hpki_events::RecordedEvent;
 use serde_json::Value;
 
 mod lifecycle;
+mod outputs;
 mod streams;
 mod work;
 
 pub use lifecycle::{Lifecycle, Locator};
+pub use outputs::{Outbox, PrintQueue, destination_name, mail_kind};
 pub use streams::Streams;
 pub use work::{Applications, Cards, Certificates, Qrs};
 
@@ -76,6 +78,8 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(Cards),
         Box::new(Locator),
         Box::new(Lifecycle),
+        Box::new(Outbox),
+        Box::new(PrintQueue),
     ]
 }
 

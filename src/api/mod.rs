@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
 mod lifecycle;
+mod outputs;
 
 use crate::config::{Config, Intake, Role};
 use crate::intake::ApplicationForm;
@@ -38,10 +39,13 @@ pub struct Api {
     simulate_cards: bool,
     /// Password attempts by source address, for the portal's rate limit.
     attempts: Arc<lifecycle::RateLimit>,
+    processors: crate::processors::Processors,
+    /// Mail-house names by the SHA-256 (hex) of their token.
+    mail_houses: Arc<HashMap<String, String>>,
 }
 
 impl Api {
-    pub fn new(office: Office, config: &Config) -> Api {
+    pub fn new(office: Office, config: &Config, processors: crate::processors::Processors) -> Api {
         let staff = config
             .staff
             .iter()
@@ -61,6 +65,14 @@ impl Api {
             staff: Arc::new(staff),
             limits: config.intake.clone(),
             simulate_cards: config.cards.simulate_personalisation,
+            processors,
+            mail_houses: Arc::new(
+                config
+                    .mail_houses
+                    .iter()
+                    .map(|(name, h)| (h.token_sha256.to_ascii_lowercase(), name.clone()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -103,6 +115,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: &Api) {
             };
             ApiError(OfficeError::Problem(problem)).into()
         });
+    outputs::distribution_points(cfg, api);
     cfg.app_data(json).service(
         web::scope("/api/v1")
             .route("/openapi.json", web::get().to(openapi))
@@ -132,6 +145,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: &Api) {
             .route("/qrs", web::get().to(list_qrs))
             .route("/work-lists", web::get().to(work_lists))
             .configure(lifecycle::routes)
+            .configure(outputs::routes)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError(Problem::not_found("API", "this API path").into()))
             })),
@@ -166,6 +180,7 @@ impl Modify for StaffToken {
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(lifecycle::LifecycleDoc::openapi());
+    doc.merge(outputs::OutputsDoc::openapi());
     doc
 }
 
@@ -279,7 +294,7 @@ impl FromRequest for Staff {
     }
 }
 
-fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
+pub(super) fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
     let unauthorized = || {
         Problem::new(
             401,
@@ -304,7 +319,7 @@ fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
 }
 
 /// Reads a raw body, refusing it from its declared length or as soon as it passes `limit`.
-async fn read_body(
+pub(super) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

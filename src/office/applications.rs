@@ -468,7 +468,7 @@ fn detail(
     }
 }
 
-fn row_detail(e: RowError) -> Detail {
+pub(crate) fn row_detail(e: RowError) -> Detail {
     let column = (!e.column.is_empty()).then_some(e.column);
     detail(Some(e.line), column, e.field, e.code, e.ja, e.en)
 }

@@ -215,7 +215,7 @@ impl Office {
         Err(busy())
     }
 
-    pub(super) fn new_qr(
+    pub fn new_qr(
         &self,
         application: &Application,
         second_serial: &str,

@@ -27,6 +27,7 @@ use crate::problem::{OfficeError, Problem};
 use crate::secrets::{Kek, Secret};
 use crate::store::{AppendError, ExpectedVersion, Store, StreamAppend};
 
+pub(crate) use applications::row_detail;
 pub use applications::{ImportMode, ImportReport, Submitted};
 pub use issuance::{Approval, CardOutcome, CardsReceived, generate_keys};
 pub use lifecycle::{DeviceReport, ExpiryReport, PasswordOutcome, TimelineEntry};
@@ -200,7 +201,7 @@ impl Office {
         Ok(None)
     }
 
-    async fn subscriber(&self, stream: &str) -> Result<(i64, Arc<Subscriber>), OfficeError> {
+    pub async fn subscriber(&self, stream: &str) -> Result<(i64, Arc<Subscriber>), OfficeError> {
         self.load(&self.inner.subscribers, stream).await
     }
 

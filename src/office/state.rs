@@ -351,6 +351,18 @@ impl Aggregate for Subscriber {
             | Event::CardStockUsed(_)
             | Event::CardQueued(_)
             | Event::CardAllocated(_) => {}
+            // What the processors did changes no decision on the subscriber: the print
+            // queue and the outbox read models follow these.
+            Event::PrintBatchCreated(_)
+            | Event::PrintConfirmationReceived(_)
+            | Event::QrCardPrinted(_)
+            | Event::QrCardMailed(_)
+            | Event::QrCardSpoiled(_)
+            | Event::MailSent(_)
+            | Event::MailDeferred(_)
+            | Event::MailFailed(_)
+            | Event::MailRetryRequested(_)
+            | Event::CrlPublished(_) => {}
         }
     }
 }

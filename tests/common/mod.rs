@@ -1,6 +1,9 @@
 //! What the black-box tests share: a fresh database on each backend, and sample events.
 #![allow(dead_code)]
 
+pub mod server;
+pub mod smtp;
+
 use std::sync::Arc;
 
 use hpki_backoffice::clock::{ManualClock, SharedClock};
