@@ -169,8 +169,20 @@ pub struct Keys {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Portal {
-    /// The registration portal's public base URL; QR codes carry `<base_url>/r/<token>`.
+    /// The registration portal's public base URL; QR codes carry `<base_url>/r/<token>`. It is
+    /// also the WebAuthn origin, so it must be `https://`, or `http://localhost` in development
+    /// (browsers allow passkeys nowhere else).
     pub base_url: String,
+    /// The WebAuthn relying-party id: a domain, the base URL's host or a parent of it. Empty:
+    /// the base URL's host. Passkeys are bound to it for good: changing it orphans them.
+    pub rp_id: String,
+    /// The name the phone shows for the relying party.
+    pub rp_name: String,
+    /// Minutes a portal session may sit idle before it starts over from the QR code.
+    pub idle_minutes: i64,
+    /// Portal requests one source address may make per minute (pages and ceremonies; the
+    /// password has its own limit, `lifecycle.password_attempts_per_minute`).
+    pub requests_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -363,7 +375,11 @@ impl Default for Config {
                 pool_size: 32,
             },
             portal: Portal {
-                base_url: "http://127.0.0.1:8080".into(),
+                base_url: "http://localhost:8080".into(),
+                rp_id: String::new(),
+                rp_name: "HPKI セカンド電子証明書".into(),
+                idle_minutes: 5,
+                requests_per_minute: 120,
             },
             intake: Intake {
                 photo_max_bytes: 2 * 1024 * 1024,

@@ -291,6 +291,7 @@ async fn after_issuance(
                         "pQECAyYgASFYIGRlbW8tY29zZS1rZXktYnl0ZXMtZm9yLWRlbW8",
                         uuid::Uuid::nil(),
                         None,
+                        None,
                     )
                     .await
             }

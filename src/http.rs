@@ -21,7 +21,12 @@ pub struct AppState {
 }
 
 /// Binds and returns the server (not yet awaited) and the port it got.
-pub fn build(state: AppState, api: Api, listen: &str) -> std::io::Result<(Server, u16)> {
+pub fn build(
+    state: AppState,
+    api: Api,
+    portal: crate::portal::Portal,
+    listen: &str,
+) -> std::io::Result<(Server, u16)> {
     let data = web::Data::new(state);
     let api_data = web::Data::new(api.clone());
     let server = HttpServer::new(move || {
@@ -29,6 +34,7 @@ pub fn build(state: AppState, api: Api, listen: &str) -> std::io::Result<(Server
             .app_data(data.clone())
             .app_data(api_data.clone())
             .configure(|cfg| crate::api::configure(cfg, &api))
+            .configure(|cfg| crate::portal::routes(cfg, &portal))
             .wrap(actix_web::middleware::from_fn(observe))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))

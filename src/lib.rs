@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod office;
 pub mod pdf;
 pub mod pki;
+pub mod portal;
 pub mod problem;
 pub mod processors;
 pub mod projection_runner;

@@ -138,8 +138,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     };
     let processors = crate::processors::Processors::new(&office, config)?;
     processors.spawn(&store, config);
-    let api = Api::new(office, config, processors);
-    let (server, port) = http::build(state, api, &config.server.listen)
+    let api = Api::new(office.clone(), config, processors);
+    let portal = crate::portal::Portal::new(office, config, api.password_limit())?;
+    let (server, port) = http::build(state, api, portal, &config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let handle = server.handle();
     tracing::info!(

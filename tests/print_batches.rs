@@ -216,7 +216,7 @@ async fn a_batch_prints_scannable_cards_and_takes_the_mail_houses_confirmation()
         }
         let expected: BTreeSet<String> = qrs
             .iter()
-            .map(|q| format!("http://127.0.0.1:8080/r/{}", server.token(q)))
+            .map(|q| format!("http://localhost:8080/r/{}", server.token(q)))
             .collect();
         assert_eq!(
             urls, expected,

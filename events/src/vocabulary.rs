@@ -120,7 +120,8 @@ vocabulary! {
     QrReminderDue = 1,
     QrSuperseded = 1,
     QrInvalidated = 1,
-    DeviceRegistered = 1,
+    DeviceRegistered = 2,
+    DeviceLabelled = 1,
     DeviceRemoved = 1,
     ReissueRequested = 1,
     ReissueDocumentsChecked = 1,
@@ -171,6 +172,15 @@ fn upcast(event_type: &str, from: u32, mut payload: Value) -> Result<Value, serd
                 "source".into(),
                 serde_json::json!({"channel": channel, "batch": null}),
             );
+            Ok(payload)
+        }
+        // Version 2 adds the verifier's stored credential; phones registered before it (by
+        // the JSON API) have none, and cannot sign in on the portal.
+        ("DeviceRegistered", 1) => {
+            let object = payload.as_object_mut().ok_or_else(|| {
+                serde::de::Error::custom("a DeviceRegistered v1 payload is an object")
+            })?;
+            object.insert("passkey".into(), Value::Null);
             Ok(payload)
         }
         _ => Ok(payload),
@@ -417,6 +427,11 @@ pub struct DeviceRegistered {
     pub aaguid: Uuid,
     /// When the portal registered it (RFC 3339).
     pub registered_at: String,
+    /// The credential as the portal's WebAuthn verifier keeps it (webauthn-rs `Passkey`, JSON),
+    /// to check a later sign-in with this phone. `public_key` is the same key in the standard
+    /// COSE form, for anyone checking the log without that library. None when the credential
+    /// came through the JSON API, which verifies no ceremony (version 1 events).
+    pub passkey: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +443,16 @@ pub enum DeviceRemoval {
     DeviceLost,
     /// The second certificate was revoked.
     CertificateRevoked,
+}
+
+/// The subscriber named a registered phone's key on the portal's label page (the seeds'
+/// ラベル登録画面); only when they pressed OK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceLabelled {
+    pub certificate_serial: String,
+    pub credential_id: String,
+    pub label: String,
 }
 
 /// A registered credential is no longer bound to its certificate.

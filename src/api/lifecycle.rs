@@ -205,6 +205,7 @@ async fn register_device(api: web::Data<Api>, body: web::Json<DeviceForm>) -> An
             &body.public_key,
             body.aaguid,
             body.registered_at,
+            None,
         )
         .await?;
     Ok(HttpResponse::Created().json(report))

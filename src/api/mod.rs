@@ -21,7 +21,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
-mod lifecycle;
+pub mod lifecycle;
 mod outputs;
 
 use crate::config::{Config, Intake, Role};
@@ -45,6 +45,11 @@ pub struct Api {
 }
 
 impl Api {
+    /// The per-address password limit, shared with the portal's pages.
+    pub fn password_limit(&self) -> Arc<lifecycle::RateLimit> {
+        self.attempts.clone()
+    }
+
     pub fn new(office: Office, config: &Config, processors: crate::processors::Processors) -> Api {
         let staff = config
             .staff

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use hpki_events::envelope::format_time;
 use hpki_events::vocabulary::{
-    DeviceRegistered, PasswordAccepted, PasswordFailed, QrExpired, QrLocked, QrReminderDue,
-    RevocationExpired,
+    DeviceLabelled, DeviceRegistered, PasswordAccepted, PasswordFailed, QrExpired, QrLocked,
+    QrReminderDue, RevocationExpired,
 };
 use hpki_events::{Actor, Event};
 use serde::Serialize;
@@ -69,6 +69,18 @@ pub struct TimelineEntry {
     /// The event's fields, without sealed data, token hashes or certificate bytes.
     #[schema(value_type = Object)]
     pub event: serde_json::Value,
+}
+
+/// A QR as the portal's landing page sees it.
+#[derive(Debug, Clone)]
+pub struct Landing {
+    pub qr_id: Uuid,
+    pub authority: String,
+    pub subscriber_id: String,
+    /// Why it cannot be used now, if it cannot.
+    pub refused: Option<Problem>,
+    /// The phone this QR registered, if it did.
+    pub device: Option<crate::office::state::Device>,
 }
 
 pub fn portal() -> Actor {
@@ -167,6 +179,29 @@ impl Office {
         .field("token"))
     }
 
+    /// What the portal's landing page needs of a token: the QR's authority (for the help a
+    /// refusal page gives, even when the QR cannot be used), and whether it can be used. Records
+    /// nothing. An unknown token is `Err` (nothing about anyone is revealed).
+    pub async fn landing(&self, token: &str) -> Result<Landing, OfficeError> {
+        let (stream, qr_id) = self.qr_by_token(token).await?;
+        let (_, subscriber) = self.subscriber(&stream).await?;
+        let qr = subscriber.qr(qr_id).ok_or_else(unknown_qr)?;
+        let application = subscriber
+            .application(qr.issued.application_id)
+            .ok_or_else(|| anyhow::anyhow!("QR {qr_id} names no application"))?;
+        let device = subscriber
+            .device_of(&qr.issued.certificate_serial)
+            .filter(|d| d.qr_id == qr_id)
+            .cloned();
+        Ok(Landing {
+            qr_id,
+            authority: application.received.authority.clone(),
+            subscriber_id: application.received.subscriber_id.clone(),
+            refused: self.usable(&subscriber, qr).err(),
+            device,
+        })
+    }
+
     /// The registration portal's password check: `entered` is the birth date as 8 digits
     /// (full-width digits are read as ASCII). Input that cannot be 8 digits is refused without
     /// counting. Attempts on one QR are decided one at a time, so concurrent wrong attempts
@@ -234,6 +269,7 @@ impl Office {
         public_key: &str,
         aaguid: Uuid,
         registered_at: Option<OffsetDateTime>,
+        passkey: Option<String>,
     ) -> Result<DeviceReport, OfficeError> {
         let (stream, qr_id) = self.qr_by_token(token).await?;
         check_base64url(credential_id, "credential_id", 16, 1023)?;
@@ -292,8 +328,48 @@ impl Office {
                 public_key: public_key.to_owned(),
                 aaguid,
                 registered_at: format_time(registered_at),
+                passkey: passkey.clone(),
             };
             Ok((vec![event.into()], report))
+        })
+        .await
+    }
+
+    /// Records the name the subscriber gave the phone's key on the label page: at most 64
+    /// characters, no control characters, surrounding spaces trimmed. The QR must have
+    /// registered the phone that is bound now.
+    pub async fn label_device(&self, token: &str, label: &str) -> Result<(), OfficeError> {
+        let label = label.trim();
+        if label.chars().count() > 64 || label.chars().any(char::is_control) {
+            return Err(Problem::new(
+                422,
+                "bad_label",
+                "ラベルは64文字以内で、制御文字を含めないでください",
+                "a label is at most 64 characters, without control characters",
+            )
+            .field("label")
+            .into());
+        }
+        let (stream, qr_id) = self.qr_by_token(token).await?;
+        self.decide_on(&stream, &portal(), |subscriber| {
+            let qr = subscriber.qr(qr_id).ok_or_else(unknown_qr)?;
+            let device = subscriber
+                .device_of(&qr.issued.certificate_serial)
+                .filter(|d| d.qr_id == qr_id)
+                .ok_or_else(|| {
+                    Problem::new(
+                        409,
+                        "no_device",
+                        "この QR コードで登録した端末がありません",
+                        "no phone is registered through this QR code",
+                    )
+                })?;
+            let event = DeviceLabelled {
+                certificate_serial: device.certificate_serial.clone(),
+                credential_id: device.credential_id.clone(),
+                label: label.to_owned(),
+            };
+            Ok((vec![event.into()], ()))
         })
         .await
     }

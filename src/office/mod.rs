@@ -30,7 +30,7 @@ use crate::store::{AppendError, ExpectedVersion, Store, StreamAppend};
 pub(crate) use applications::row_detail;
 pub use applications::{ImportMode, ImportReport, Submitted};
 pub use issuance::{Approval, CardOutcome, CardsReceived, generate_keys};
-pub use lifecycle::{DeviceReport, ExpiryReport, PasswordOutcome, TimelineEntry};
+pub use lifecycle::{DeviceReport, ExpiryReport, Landing, PasswordOutcome, TimelineEntry};
 pub use reissue::{Challenge, Reissued};
 pub use revocation::{Decided, ProposalForm};
 use state::{Aggregate, Stock, Subscriber};

@@ -98,6 +98,10 @@ impl Qr {
 pub struct Device {
     pub certificate_serial: String,
     pub credential_id: String,
+    /// As recorded: the COSE public key, base64url.
+    pub public_key: String,
+    /// The portal verifier's stored credential, when the portal registered it.
+    pub passkey: Option<String>,
     pub qr_id: Uuid,
 }
 
@@ -294,10 +298,13 @@ impl Aggregate for Subscriber {
                 self.devices.push(Device {
                     certificate_serial: e.certificate_serial.clone(),
                     credential_id: e.credential_id.clone(),
+                    public_key: e.public_key.clone(),
+                    passkey: e.passkey.clone(),
                     qr_id: e.qr_id,
                 });
             }
             Event::DeviceRemoved(e) => self.devices.retain(|d| d.credential_id != e.credential_id),
+            Event::DeviceLabelled(_) => {}
             Event::ReissueRequested(e) => {
                 if let Some(hash) = &e.challenge_sha256 {
                     self.used_challenges.insert(hash.clone());
