@@ -5,66 +5,10 @@
 
 mod common;
 
+use common::phone::Phone;
 use common::server::*;
 use common::*;
-use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use serde_json::Value;
-
-/// A phone: its own cookie jar, on the server's portal.
-struct Phone {
-    client: reqwest::Client,
-    origin: String,
-}
-
-impl Phone {
-    fn new(server: &Server) -> Phone {
-        Phone {
-            client: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
-            origin: format!("http://127.0.0.1:{}", server.running.port),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let res = self
-            .client
-            .get(format!("{}{path}", self.origin))
-            .send()
-            .await
-            .unwrap();
-        let (status, headers) = (res.status(), res.headers().clone());
-        (status, headers, res.text().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
-        let res = self
-            .client
-            .post(format!("{}{path}", self.origin))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let location = res
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, location, res.text().await.unwrap())
-    }
-
-    /// The CSRF token the current page carries.
-    async fn csrf(&self, path: &str) -> String {
-        let (_, _, page) = self.get(path).await;
-        let needle = "name=\"csrf-token\" content=\"";
-        let at = page.find(needle).expect("a CSRF token") + needle.len();
-        page[at..at + 64].to_owned()
-    }
-}
 
 fn kinds(timeline: &[Value]) -> Vec<String> {
     timeline
@@ -319,4 +263,24 @@ async fn forms_without_the_csrf_token_and_idle_sessions_are_refused_with_nothing
     let (status, _, page) = phone.get("/portal/password").await;
     assert_eq!(status, 401);
     assert!(page.contains("data-code=\"session_expired\""), "{page}");
+}
+
+#[tokio::test]
+async fn an_address_past_its_portal_limit_gets_a_page_saying_to_wait() {
+    let db = sqlite();
+    let server = Server::start_with(&db, |c| c.portal.requests_per_minute = 3).await;
+    let phone = Phone::new(&server);
+    let unknown = format!("/r/{}", "B".repeat(43));
+    for _ in 0..3 {
+        let (status, _, _) = phone.get(&unknown).await;
+        assert_eq!(status, 404);
+    }
+    let (status, headers, page) = phone.get(&unknown).await;
+    assert_eq!(status, 429);
+    assert!(page.contains("data-code=\"too_many\""), "{page}");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    // The next minute (on the injected clock) is open again.
+    server.clock.advance(time::Duration::minutes(1));
+    let (status, _, _) = phone.get(&unknown).await;
+    assert_eq!(status, 404);
 }

@@ -499,6 +499,7 @@ fn strip_secrets(value: &mut serde_json::Value) {
             "token_sha256",
             "der",
             "public_key",
+            "passkey",
             "challenge_sha256",
         ] {
             object.remove(field);

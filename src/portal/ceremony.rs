@@ -55,8 +55,11 @@ impl Ceremonies {
         } else {
             config.rp_id.clone()
         };
+        // On localhost (development, tests) the port the server got may differ from the base
+        // URL's; anywhere else the origin must match exactly.
+        let localhost = origin.host_str() == Some("localhost");
         let webauthn = WebauthnBuilder::new(&rp_id, &origin)
-            .and_then(|b| b.rp_name(&config.rp_name).build())
+            .and_then(|b| b.rp_name(&config.rp_name).allow_any_port(localhost).build())
             .map_err(|e| {
                 anyhow::anyhow!(
                     "portal.rp_id {rp_id:?} does not suit portal.base_url {:?} ({e}); the relying-party id must be a domain (not an IP address) that the base URL's host is or ends with",

@@ -83,8 +83,7 @@ impl Portal {
 pub fn routes(cfg: &mut web::ServiceConfig, portal: &Portal) {
     let ceremony_json = web::JsonConfig::default()
         .limit(CEREMONY_MAX_BYTES)
-        .error_handler(|error, req| {
-            let lang = Lang::of(req);
+        .error_handler(|error, _| {
             let problem = Problem::new(
                 if matches!(
                     error,
@@ -99,7 +98,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, portal: &Portal) {
                 "認証器の応答を読めません",
                 format!("the authenticator's answer cannot be read: {error}"),
             );
-            let _ = lang;
             crate::api::ApiError(OfficeError::Problem(problem)).into()
         });
     let form = web::FormConfig::default().limit(4096);

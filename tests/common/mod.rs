@@ -1,6 +1,8 @@
 //! What the black-box tests share: a fresh database on each backend, and sample events.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod phone;
 pub mod server;
 pub mod smtp;
 

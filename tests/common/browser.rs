@@ -1,0 +1,310 @@
+//! Headless Chromium driven through chromedriver, over the W3C WebDriver protocol, with a
+//! WebAuthn virtual authenticator (the WebDriver extension of the WebAuthn specification).
+//!
+//! Written by hand over reqwest, about a hundred lines: the WebDriver client crates do not
+//! offer the virtual-authenticator commands, and the protocol is plain JSON over HTTP.
+//! Waiting is WebDriver's own implicit wait (an element is looked for until it appears), never
+//! a sleep.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    driver: Child,
+    http: reqwest::Client,
+    session: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium the size of a 375-px-wide phone.
+    pub async fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) is installed");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        // chromedriver answers /status once it listens; give it ten seconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            // Polling for readiness, not timing anything.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                             "--disable-gpu", "--window-size=375,812", "--lang=ja"],
+                    "mobileEmulation": {"deviceMetrics": {"width": 375, "height": 812, "pixelRatio": 2.0}}
+                }
+            }}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_owned();
+        let browser = Browser {
+            driver,
+            http,
+            session: format!("{base}/session/{session}"),
+        };
+        browser
+            .call("POST", "/timeouts", json!({"implicit": 10_000}))
+            .await;
+        browser
+    }
+
+    /// Waits until the element `css` selects shows `needle` (a form posted and its answer
+    /// loaded): polls the page, up to ten seconds, and says what it saw last.
+    pub async fn wait_for_text(&self, css: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let script =
+            "var e = document.querySelector(arguments[0]); return e ? e.textContent : null;";
+        loop {
+            let seen = self
+                .try_call(
+                    "POST",
+                    "/execute/sync",
+                    json!({"script": script, "args": [css]}),
+                )
+                .await;
+            let text = seen
+                .as_ref()
+                .ok()
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {needle:?}; last seen {seen:?}"
+            );
+            // Polling for a condition, not timing anything.
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the portal page `name` (its template, e.g. `sign_in`) is the one shown.
+    pub async fn wait_for_page(&self, name: &str) {
+        let script =
+            "var e = document.querySelector('main#page'); return e ? e.dataset.page : null;";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self
+                .try_call(
+                    "POST",
+                    "/execute/sync",
+                    json!({"script": script, "args": []}),
+                )
+                .await;
+            if seen.as_ref().ok().and_then(|v| v.as_str()) == Some(name) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never reached the {name} page; last {seen:?}"
+            );
+            // Polling for a condition, not timing anything.
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
+        let url = format!("{}{path}", self.session);
+        let request = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let answer: Value = request
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        match answer["value"]["error"].as_str() {
+            Some(error) => Err(format!("{error}: {}", answer["value"]["message"])),
+            None => Ok(answer["value"].clone()),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.session);
+        let request = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        if let Some(error) = answer["value"]["error"].as_str() {
+            panic!(
+                "WebDriver {method} {path}: {error}: {}",
+                answer["value"]["message"]
+            );
+        }
+        answer["value"].clone()
+    }
+
+    pub async fn open(&self, url: &str) {
+        self.call("POST", "/url", json!({"url": url})).await;
+    }
+
+    /// The element `css` selects, waiting for it to appear.
+    pub async fn find(&self, css: &str) -> String {
+        let found = self
+            .call(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        found[ELEMENT].as_str().unwrap().to_owned()
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.call("POST", &format!("/element/{element}/clear"), json!({}))
+            .await;
+        self.call(
+            "POST",
+            &format!("/element/{element}/value"),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
+    pub async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        self.call("POST", &format!("/element/{element}/click"), json!({}))
+            .await;
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        let element = self.find(css).await;
+        self.call("GET", &format!("/element/{element}/text"), json!({}))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub async fn attribute(&self, css: &str, name: &str) -> String {
+        let element = self.find(css).await;
+        self.call(
+            "GET",
+            &format!("/element/{element}/attribute/{name}"),
+            json!({}),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    pub async fn page_source(&self) -> String {
+        self.call("GET", "/source", json!({}))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A PNG of the viewport, written to `path`.
+    pub async fn screenshot(&self, path: &std::path::Path) {
+        let png = self.call("GET", "/screenshot", json!({})).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Adds a virtual platform authenticator (CTAP2, internal transport, resident keys, user
+    /// verification); `verifying: false` makes its user verification fail, as a user pressing
+    /// Cancel at the fingerprint prompt does. Returns its id.
+    pub async fn add_authenticator(&self, verifying: bool) -> String {
+        self.call(
+            "POST",
+            "/webauthn/authenticator",
+            json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": verifying,
+            }),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned()
+    }
+
+    pub async fn remove_authenticator(&self, id: &str) {
+        self.call(
+            "DELETE",
+            &format!("/webauthn/authenticator/{id}"),
+            json!({}),
+        )
+        .await;
+    }
+
+    /// The credentials an authenticator holds.
+    pub async fn credentials(&self, id: &str) -> Vec<Value> {
+        self.call(
+            "GET",
+            &format!("/webauthn/authenticator/{id}/credentials"),
+            json!({}),
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    }
+
+    pub async fn delete_cookies(&self) {
+        self.call("DELETE", "/cookie", json!({})).await;
+    }
+}
