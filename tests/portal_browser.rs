@@ -175,4 +175,31 @@ async fn a_phone_registers_in_chromium_and_the_error_pages_show() {
         "qr_expired"
     );
     browser.screenshot(&shot("09-expired")).await;
+
+    // A token that names no QR: a page that names no one.
+    browser
+        .open(&at(&server, &format!("/r/{}", "Q".repeat(43))))
+        .await;
+    assert_eq!(
+        browser.attribute("#problem", "data-code").await,
+        "unknown_qr"
+    );
+    browser.screenshot(&shot("10-unknown")).await;
+
+    // A page left idle past five minutes starts over.
+    let fifth = server.issue("jpa", "353535").await;
+    let idle = server.token(fifth["qr_id"].as_str().unwrap());
+    browser.open(&at(&server, &format!("/r/{idle}"))).await;
+    browser.wait_for_page("password").await;
+    server.clock.advance(time::Duration::minutes(6));
+    browser.type_into("#password", "19800401").await;
+    browser.click("#submit").await;
+    browser.wait_for_page("problem").await;
+    assert_eq!(
+        browser.attribute("#problem", "data-code").await,
+        "session_expired"
+    );
+    browser.screenshot(&shot("11-session-expired")).await;
+    let log = kinds(&server.timeline("subscriber-jpa-353535").await);
+    assert!(!log.iter().any(|k| k.starts_with("Password")), "{log:?}");
 }
