@@ -31,6 +31,7 @@ pub enum KeyError {
 }
 
 /// The private audit key, which signs checkpoints.
+#[derive(Clone)]
 pub struct AuditKey(PKey<Private>);
 
 /// Its public half, all an auditor needs.

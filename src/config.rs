@@ -24,6 +24,7 @@ pub struct Config {
     pub authorities: BTreeMap<String, Authority>,
     pub keys: Keys,
     pub portal: Portal,
+    pub console: Console,
     pub intake: Intake,
     pub cards: Cards,
     pub lifecycle: Lifecycle,
@@ -185,6 +186,28 @@ pub struct Portal {
     pub requests_per_minute: u32,
 }
 
+/// The staff console (issue 7).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// The console's base URL as staff browsers reach it: the WebAuthn origin of staff
+    /// passkeys, and the start of setup links. `https://`, or `http://localhost` in development.
+    pub base_url: String,
+    /// The WebAuthn relying-party id for staff passkeys; empty: the base URL's host.
+    pub rp_id: String,
+    pub rp_name: String,
+    /// Minutes a console session may sit idle before its holder signs in again.
+    pub idle_minutes: i64,
+    /// Failed sign-ins in a row (password or passkey) that lock an account.
+    pub max_failures: u32,
+    /// How long a locked account stays locked, unless an administrator unlocks it first.
+    pub lockout_minutes: i64,
+    /// How long a setup link may be used.
+    pub setup_link_hours: i64,
+    /// The shortest password accepted.
+    pub password_min_chars: usize,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Intake {
@@ -218,15 +241,7 @@ fn officer() -> Vec<Role> {
     vec![Role::Officer]
 }
 
-/// A staff role. One person may hold several; dual control holds whatever they hold.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Registration officer: applications, stock, reissues, loss reports, proposals.
-    Officer,
-    /// Revocation approver: decides proposals made by someone else.
-    Approver,
-}
+pub use hpki_events::vocabulary::Role;
 
 /// The rules after issuance (issue 4).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -380,6 +395,16 @@ impl Default for Config {
                 rp_name: "HPKI セカンド電子証明書".into(),
                 idle_minutes: 5,
                 requests_per_minute: 120,
+            },
+            console: Console {
+                base_url: "http://localhost:8080".into(),
+                rp_id: String::new(),
+                rp_name: "HPKI 発行局 業務コンソール".into(),
+                idle_minutes: 15,
+                max_failures: 5,
+                lockout_minutes: 15,
+                setup_link_hours: 72,
+                password_min_chars: 12,
             },
             intake: Intake {
                 photo_max_bytes: 2 * 1024 * 1024,

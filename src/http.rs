@@ -25,6 +25,7 @@ pub fn build(
     state: AppState,
     api: Api,
     portal: crate::portal::Portal,
+    console: crate::console::Console,
     listen: &str,
 ) -> std::io::Result<(Server, u16)> {
     let data = web::Data::new(state);
@@ -35,6 +36,7 @@ pub fn build(
             .app_data(api_data.clone())
             .configure(|cfg| crate::api::configure(cfg, &api))
             .configure(|cfg| crate::portal::routes(cfg, &portal))
+            .configure(|cfg| crate::console::routes(cfg, &console))
             .wrap(actix_web::middleware::from_fn(observe))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))

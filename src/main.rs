@@ -126,8 +126,26 @@ enum ImportCommand {
 #[derive(Subcommand)]
 enum StaffCommand {
     /// Make a new API token for NAME: prints the token (give it to them) and the lines to
-    /// add to the configuration (which keeps only its SHA-256).
+    /// add to the configuration (which keeps only its SHA-256); on start the account is
+    /// created or brought in line with them.
     Token { name: String },
+    /// Open a console account and print its one-time setup link (password, then passkey).
+    Create {
+        name: String,
+        /// The name shown in the console.
+        #[arg(long)]
+        display_name: String,
+        /// officer, approver, mail_house, auditor, administrator (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// For the mail_house role: which mail house of the configuration.
+        #[arg(long)]
+        mail_house: Option<String>,
+    },
+    /// A new one-time setup link for an account (a lost passkey, a forgotten password).
+    SetupLink { name: String },
+    /// List the accounts with their roles and state.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -564,6 +582,68 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let hash = hex::encode(openssl::sha::sha256(token.as_bytes()));
             println!("token for {name} (shown once; give it to them): {token}");
             println!("add to the configuration:\n[staff.{name}]\ntoken_sha256 = \"{hash}\"");
+        }
+        Command::Staff(command) => {
+            let store = open_store(&config, clock.clone()).await?;
+            let directory = hpki_backoffice::staff::Directory::new(store, clock, &config)?;
+            let actor = hpki_events::Actor::system("cli");
+            let shown = match command {
+                StaffCommand::Token { .. } => unreachable!("handled above"),
+                StaffCommand::Create {
+                    name,
+                    display_name,
+                    roles,
+                    mail_house,
+                } => {
+                    let roles = roles
+                        .iter()
+                        .map(|r| {
+                            hpki_backoffice::config::Role::parse(r)
+                                .ok_or_else(|| anyhow::anyhow!("--role {r:?}: one of officer, approver, mail_house, auditor, administrator"))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    directory
+                        .create(&name, &display_name, &roles, mail_house.as_deref(), &actor)
+                        .await
+                        .map(|link| Some(link.url))
+                }
+                StaffCommand::SetupLink { name } => directory
+                    .reissue_setup_link(&name, &actor)
+                    .await
+                    .map(|link| Some(link.url)),
+                StaffCommand::List => {
+                    for a in directory
+                        .accounts()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                    {
+                        let roles: Vec<&str> = a.roles.iter().map(|r| r.as_str()).collect();
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            a.name,
+                            a.display_name,
+                            roles.join(","),
+                            if a.disabled {
+                                "disabled"
+                            } else if a.set_up() {
+                                "active"
+                            } else {
+                                "not set up"
+                            }
+                        );
+                    }
+                    Ok(None)
+                }
+            };
+            match shown {
+                Ok(Some(url)) => println!("one-time setup link (give it to its holder): {url}"),
+                Ok(None) => {}
+                Err(hpki_backoffice::problem::OfficeError::Problem(p)) => {
+                    eprintln!("{} / {}", p.message.ja, p.message.en);
+                    std::process::exit(2);
+                }
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
+            }
         }
         Command::Migrate => {
             let store = open_store(&config, clock).await?;

@@ -98,6 +98,8 @@ async fn fill_key_pool(office: Office, size: usize) {
 /// A running back office.
 pub struct Running {
     pub port: u16,
+    /// The first administrator's setup link, when this start created it.
+    pub setup_link: Option<String>,
     pub store: Store,
     pub server: actix_web::dev::ServerHandle,
     pub done: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -130,7 +132,12 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         hpki_projections::all(),
         poll,
     ));
-    tokio::spawn(sign_checkpoints(store.clone(), key, clock, schedule));
+    tokio::spawn(sign_checkpoints(
+        store.clone(),
+        key.clone(),
+        clock.clone(),
+        schedule,
+    ));
 
     let state = AppState {
         store: store.clone(),
@@ -138,9 +145,25 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     };
     let processors = crate::processors::Processors::new(&office, config)?;
     processors.spawn(&store, config);
-    let api = Api::new(office.clone(), config, processors);
+    let directory = crate::staff::Directory::new(store.clone(), clock.clone(), config)?;
+    directory.provision(config).await?;
+    let setup_link = directory.first_start().await?.map(|link| link.url);
+    if let Some(url) = &setup_link {
+        // Printed, never logged: the link is a secret that works once.
+        eprintln!(
+            "\n  最初の管理者アカウント admin のセットアップ用リンク（一度だけ有効、{} 時間以内）:\n  The first administrator's one-time setup link (account admin, valid {} hours):\n\n    {url}\n",
+            config.console.setup_link_hours, config.console.setup_link_hours
+        );
+    }
+    let api = Api::new(
+        office.clone(),
+        config,
+        processors.clone(),
+        directory.clone(),
+    );
+    let console = crate::console::Console::new(office.clone(), directory, processors, key, config)?;
     let portal = crate::portal::Portal::new(office, config, api.password_limit())?;
-    let (server, port) = http::build(state, api, portal, &config.server.listen)
+    let (server, port) = http::build(state, api, portal, console, &config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let handle = server.handle();
     tracing::info!(
@@ -150,6 +173,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     );
     Ok(Running {
         port,
+        setup_link,
         store,
         server: handle,
         done: tokio::spawn(server),

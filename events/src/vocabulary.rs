@@ -154,6 +154,20 @@ vocabulary! {
     MailRetryRequested = 1,
     // Each authority's CRLs on `crl-<authority>`, one event per CRL number.
     CrlPublished = 1,
+    // Each staff account on `staff-<name>` (issue 7): who may do what, and how they signed
+    // in. Credentials (password hash, passkeys, API-token hashes, setup links) are kept beside
+    // the log, never in it; these events say when they changed.
+    StaffAccountCreated = 1,
+    StaffRolesChanged = 1,
+    StaffSetupLinkIssued = 1,
+    StaffPasswordSet = 1,
+    StaffPasskeyRegistered = 1,
+    StaffApiTokenIssued = 1,
+    StaffSignedIn = 1,
+    StaffSignInFailed = 1,
+    StaffLockedOut = 1,
+    StaffUnlocked = 1,
+    StaffDisabled = 1,
 }
 
 /// Turns a payload of version `from` into version `from + 1`.
@@ -948,4 +962,137 @@ pub(crate) mod tests {
         let err = Event::decode("ApplicationRejected", 1, json!({"reason": 5})).unwrap_err();
         assert!(err.to_string().contains("wrong shape"), "{err}");
     }
+}
+
+/// A staff role. One person may hold several; the dual control of revocations holds whatever
+/// they hold.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Registration officer: applications, stock, reissues, loss reports, proposals, print
+    /// batches, mail.
+    Officer,
+    /// Revocation approver: decides proposals made by someone else.
+    Approver,
+    /// A mail house's operator: its own print batches only.
+    MailHouse,
+    /// Reads everything, changes nothing; runs the integrity check and exports the log.
+    Auditor,
+    /// Manages staff accounts and reads the authorities' settings.
+    Administrator,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Officer,
+        Role::Approver,
+        Role::MailHouse,
+        Role::Auditor,
+        Role::Administrator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Officer => "officer",
+            Role::Approver => "approver",
+            Role::MailHouse => "mail_house",
+            Role::Auditor => "auditor",
+            Role::Administrator => "administrator",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// A staff account was opened. It can be used once its holder has followed a setup link,
+/// chosen a password and registered a passkey.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffAccountCreated {
+    pub name: String,
+    pub display_name: String,
+    pub roles: Vec<Role>,
+    /// For the mail-house role: which mail house (a `[mail_houses.<name>]` of the configuration).
+    pub mail_house: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffRolesChanged {
+    pub roles: Vec<Role>,
+    pub mail_house: Option<String>,
+}
+
+/// A one-time setup link was made (its token's hash is kept beside the log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffSetupLinkIssued {
+    pub link_id: Uuid,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// The account's password was set (through a setup link).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffPasswordSet {
+    pub link_id: Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffPasskeyRegistered {
+    /// base64url.
+    pub credential_id: String,
+    pub aaguid: Uuid,
+}
+
+/// An API token was issued for the account (its SHA-256 is kept beside the log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffApiTokenIssued {
+    pub token_id: String,
+}
+
+/// Password and passkey both verified: a console session began.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffSignedIn {
+    pub credential_id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInFactor {
+    Password,
+    Passkey,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffSignInFailed {
+    pub factor: SignInFactor,
+    /// Failures in a row, this one included.
+    pub failures: u32,
+}
+
+/// Too many failures in a row: no sign-in until `until` or an administrator's unlock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffLockedOut {
+    /// RFC 3339.
+    pub until: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffUnlocked {}
+
+/// The account can no longer sign in or use its API tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffDisabled {
+    pub reason: String,
 }

@@ -321,7 +321,8 @@ async fn reissue_form(
 /// Runs the expiry job now (it also runs on `lifecycle.expiry_schedule`).
 #[utoipa::path(post, path = "/api/v1/jobs/expiry", tag = "lifecycle",
     responses((status = 200, body = ExpiryReport)))]
-async fn run_expiry(api: web::Data<Api>, _who: Staff) -> Answer {
+async fn run_expiry(api: web::Data<Api>, who: Staff) -> Answer {
+    who.must_be(Role::Officer)?;
     Ok(HttpResponse::Ok().json(api.office.run_expiry().await?))
 }
 
@@ -387,6 +388,7 @@ struct Created {
     responses((status = 201, body = Created), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn request_reissue(api: web::Data<Api>, who: Staff, body: web::Json<ReissueForm>) -> Answer {
+    who.must_be(Role::Officer)?;
     let id = api
         .office
         .request_reissue(&body.certificate_serial, body.channel, body.reason, &who.0)
@@ -402,6 +404,7 @@ async fn check_reissue_documents(
     who: Staff,
     path: web::Path<String>,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let request = id(&path, "再発行申請")?;
     api.office.check_reissue_documents(request, &who.0).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -412,6 +415,7 @@ async fn check_reissue_documents(
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Reissued), (status = 409, body = ErrorBody)))]
 async fn approve_reissue(api: web::Data<Api>, who: Staff, path: web::Path<String>) -> Answer {
+    who.must_be(Role::Officer)?;
     let request = id(&path, "再発行申請")?;
     Ok(HttpResponse::Ok().json(api.office.approve_reissue(request, &who.0).await?))
 }
@@ -432,6 +436,7 @@ async fn reject_reissue(
     path: web::Path<String>,
     body: web::Json<Reason>,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let request = id(&path, "再発行申請")?;
     api.office
         .reject_reissue(request, &body.reason, &who.0)
@@ -455,6 +460,7 @@ struct LossForm {
 #[utoipa::path(post, path = "/api/v1/loss-reports", tag = "revocation", request_body = LossForm,
     responses((status = 201, body = Created), (status = 404, body = ErrorBody)))]
 async fn report_loss(api: web::Data<Api>, who: Staff, body: web::Json<LossForm>) -> Answer {
+    who.must_be(Role::Officer)?;
     let id = api
         .office
         .report_loss(&body.certificate_serial, body.kind, &body.note, &who.0)
@@ -478,6 +484,7 @@ async fn close_case(
     path: web::Path<String>,
     body: web::Json<CloseForm>,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let case = id(&path, "紛失の届出")?;
     api.office.close_case(case, &body.note, &who.0).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -499,6 +506,7 @@ struct Proposed {
     responses((status = 201, body = Proposed), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn propose(api: web::Data<Api>, who: Staff, body: web::Json<ProposalForm>) -> Answer {
+    who.must_be(Role::Officer)?;
     let proposed = api.office.propose_revocation(&body, &who.0).await?;
     Ok(HttpResponse::Created().json(Proposed {
         id: proposed.proposal_id,

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 pub mod lifecycle;
 mod outputs;
+pub use outputs::busy;
 
 use crate::config::{Config, Intake, Role};
 use crate::intake::ApplicationForm;
@@ -33,8 +34,8 @@ use crate::problem::{OfficeError, Problem};
 #[derive(Clone)]
 pub struct Api {
     pub office: Office,
-    /// Staff name and roles by the SHA-256 (hex) of their token.
-    staff: Arc<HashMap<String, (String, Vec<Role>)>>,
+    /// The staff accounts, whose API tokens every call carries.
+    directory: crate::staff::Directory,
     limits: Intake,
     simulate_cards: bool,
     /// Password attempts by source address, for the portal's rate limit.
@@ -50,24 +51,19 @@ impl Api {
         self.attempts.clone()
     }
 
-    pub fn new(office: Office, config: &Config, processors: crate::processors::Processors) -> Api {
-        let staff = config
-            .staff
-            .iter()
-            .map(|(name, s)| {
-                (
-                    s.token_sha256.to_ascii_lowercase(),
-                    (name.clone(), s.roles.clone()),
-                )
-            })
-            .collect();
+    pub fn new(
+        office: Office,
+        config: &Config,
+        processors: crate::processors::Processors,
+        directory: crate::staff::Directory,
+    ) -> Api {
         Api {
             attempts: Arc::new(lifecycle::RateLimit::new(
                 config.lifecycle.password_attempts_per_minute,
                 office.clock(),
             )),
             office,
-            staff: Arc::new(staff),
+            directory,
             limits: config.intake.clone(),
             simulate_cards: config.cards.simulate_personalisation,
             processors,
@@ -292,14 +288,29 @@ impl Staff {
 
 impl FromRequest for Staff {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Staff, ApiError>>;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Staff, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(staff(req))
+        let req = req.clone();
+        Box::pin(async move {
+            let staff = staff(&req).await?;
+            // A mail house's operator reaches only its print batches (`PrintCaller`).
+            if staff.1.iter().all(|r| *r == Role::MailHouse) {
+                return Err(Problem::new(
+                    403,
+                    "role_required",
+                    "この操作には職員の役割が必要です",
+                    "this needs a staff role",
+                )
+                .into());
+            }
+            Ok(staff)
+        })
     }
 }
 
-pub(super) fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
+/// The account whose API token the request carries (`Authorization: Bearer ...`).
+pub(super) async fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
     let unauthorized = || {
         Problem::new(
             401,
@@ -317,10 +328,12 @@ pub(super) fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
-    let hash = hex::encode(openssl::sha::sha256(token.trim().as_bytes()));
-    let (name, roles) = api.staff.get(&hash).ok_or_else(unauthorized)?;
-    let actor = Actor::parse(&format!("staff:{name}")).map_err(|why| anyhow::anyhow!(why))?;
-    Ok(Staff(actor, roles.clone()))
+    let account = api
+        .directory
+        .by_token(token)
+        .await?
+        .ok_or_else(unauthorized)?;
+    Ok(Staff(account.actor(), account.roles))
 }
 
 /// Reads a raw body, refusing it from its declared length or as soon as it passes `limit`.
@@ -376,6 +389,7 @@ fn application_id(text: &str) -> Result<Uuid, ApiError> {
               (status = 409, body = ErrorBody, description = "an open application exists"),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn submit(api: web::Data<Api>, who: Staff, form: web::Json<ApplicationForm>) -> Answer {
+    who.must_be(Role::Officer)?;
     let channel = match form.channel.as_deref().unwrap_or("web") {
         "web" => Channel::Web,
         "paper" => Channel::Paper,
@@ -489,6 +503,7 @@ async fn import(
     query: web::Query<ImportQuery>,
     payload: web::Payload,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let bytes = read_body(&req, payload, api.limits.csv_max_bytes).await?;
     let mode = if query.good_rows.unwrap_or(false) {
         ImportMode::GoodRows
@@ -534,6 +549,7 @@ async fn put_photo(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let id = application_id(&id)?;
     let bytes = read_body(&req, payload, api.limits.photo_max_bytes).await?;
     let photo = api.office.attach_photo(id, &bytes, &who.0).await?;
@@ -569,6 +585,7 @@ async fn get_photo(api: web::Data<Api>, _who: Staff, id: web::Path<String>) -> A
 #[utoipa::path(post, path = "/api/v1/applications/{id}/documents-checked", tag = "review",
     params(("id" = Uuid, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn check_documents(api: web::Data<Api>, who: Staff, id: web::Path<String>) -> Answer {
+    who.must_be(Role::Officer)?;
     let id = application_id(&id)?;
     api.office.check_documents(id, &who.0).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -579,6 +596,7 @@ async fn check_documents(api: web::Data<Api>, who: Staff, id: web::Path<String>)
 #[utoipa::path(post, path = "/api/v1/applications/{id}/approve", tag = "review",
     params(("id" = Uuid, Path)), responses((status = 200, body = Approval), (status = 409, body = ErrorBody)))]
 async fn approve(api: web::Data<Api>, who: Staff, id: web::Path<String>) -> Answer {
+    who.must_be(Role::Officer)?;
     let id = application_id(&id)?;
     let approval = api.office.approve(id, &who.0).await?;
     Ok(HttpResponse::Ok().json(approval))
@@ -601,6 +619,7 @@ async fn reject(
     id: web::Path<String>,
     body: web::Json<Rejection>,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let id = application_id(&id)?;
     api.office.reject(id, &body.reason, &who.0).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -697,6 +716,7 @@ async fn receive_cards(
     id: web::Path<String>,
     body: web::Json<Receipt>,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let cards = match (body.count, body.cards.is_empty()) {
         (Some(count), true) if api.simulate_cards => {
             if !(1..=1000).contains(&count) {
@@ -798,6 +818,7 @@ async fn use_cards(
     id: web::Path<String>,
     body: web::Json<CardUse>,
 ) -> Answer {
+    who.must_be(Role::Officer)?;
     let body = body.into_inner();
     api.office
         .use_cards(&id, body.card_serials, &body.reason, &who.0)

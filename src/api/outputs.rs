@@ -69,7 +69,7 @@ pub fn distribution_points(cfg: &mut web::ServiceConfig, api: &Api) {
 pub struct OutputsDoc;
 
 /// A processor is running elsewhere (another instance, or this one's background runner).
-pub(super) fn busy(processor: &str) -> Problem {
+pub fn busy(processor: &str) -> Problem {
     Problem::new(
         409,
         "processor_busy",
@@ -89,7 +89,8 @@ struct MailReport {
 /// `mail.background` is false).
 #[utoipa::path(post, path = "/api/v1/jobs/mail", tag = "outputs",
     responses((status = 200, body = MailReport), (status = 409, description = "running elsewhere")))]
-async fn send_mail(api: web::Data<Api>, _who: Staff) -> Answer {
+async fn send_mail(api: web::Data<Api>, who: Staff) -> Answer {
+    who.must_be(Role::Officer)?;
     let outbox = &api.processors.outbox;
     let done = crate::processors::exclusively(api.office.store(), "outbox", outbox.step()).await?;
     let (report, _) = done.ok_or_else(|| busy("outbox"))?;
@@ -125,14 +126,15 @@ pub struct PrintCaller {
 
 impl FromRequest for PrintCaller {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<PrintCaller, ApiError>>;
+    type Future = futures::future::LocalBoxFuture<'static, Result<PrintCaller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(print_caller(req))
+        let req = req.clone();
+        Box::pin(async move { print_caller(&req).await })
     }
 }
 
-fn print_caller(req: &HttpRequest) -> Result<PrintCaller, ApiError> {
+async fn print_caller(req: &HttpRequest) -> Result<PrintCaller, ApiError> {
     let api = req
         .app_data::<web::Data<Api>>()
         .ok_or_else(|| anyhow::anyhow!("the API is not configured"))?;
@@ -150,7 +152,25 @@ fn print_caller(req: &HttpRequest) -> Result<PrintCaller, ApiError> {
             mail_house: Some(name.clone()),
         });
     }
-    let staff = super::staff(req)?;
+    let api = api.clone();
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // A mail-house operator's own account acts for its mail house.
+    if let Some(account) = api.directory.by_token(token).await? {
+        if let (Some(house), false) = (&account.mail_house, account.holds(Role::Officer)) {
+            if account.holds(Role::MailHouse) {
+                return Ok(PrintCaller {
+                    actor: account.actor(),
+                    mail_house: Some(house.clone()),
+                });
+            }
+        }
+    }
+    let staff = super::staff(req).await?;
     staff.must_be(Role::Officer)?;
     Ok(PrintCaller {
         actor: staff.0,
@@ -203,69 +223,35 @@ async fn list_batches(api: web::Data<Api>, who: PrintCaller) -> Answer {
     Ok(HttpResponse::Ok().json(items))
 }
 
-/// Reads a batch's file, checked against the SHA-256 its event recorded.
-async fn batch_file(
-    api: &Api,
-    who: &PrintCaller,
-    id: uuid::Uuid,
-    pdf: bool,
-) -> Result<(Vec<u8>, crate::config::FileEncoding), ApiError> {
-    let print = &api.processors.print;
-    let batch = print.find(id, who.mail_house.as_deref()).await?;
-    let (path, sha) = if pdf {
-        (print.pdf_path(&batch.authority, id), &batch.pdf_sha256)
-    } else {
-        (print.csv_path(&batch.authority, id), &batch.csv_sha256)
-    };
-    let bytes =
-        std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    if crate::processors::sha256_hex(&bytes) != *sha {
-        return Err(
-            anyhow::anyhow!("{} is not the file the batch recorded", path.display()).into(),
-        );
-    }
-    let encoding = if batch.manifest_encoding == "cp932" {
-        crate::config::FileEncoding::Cp932
-    } else {
-        crate::config::FileEncoding::Utf8Bom
-    };
-    Ok((bytes, encoding))
+/// A batch's PDF or manifest as a download.
+async fn batch_file(api: &Api, who: &PrintCaller, id: Uuid, pdf: bool) -> Answer {
+    let (bytes, content_type, filename) = api
+        .processors
+        .print
+        .read_file(id, who.mail_house.as_deref(), pdf)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(bytes))
 }
 
 /// The batch's PDF of QR cards.
 #[utoipa::path(get, path = "/api/v1/print-batches/{id}/pdf", tag = "outputs",
     params(("id" = Uuid, Path)), responses((status = 200, content_type = "application/pdf", body = Vec<u8>)))]
 async fn batch_pdf(api: web::Data<Api>, who: PrintCaller, id: web::Path<Uuid>) -> Answer {
-    let id = id.into_inner();
-    let (bytes, _) = batch_file(&api, &who, id, true).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/pdf")
-        .insert_header((
-            "Content-Disposition",
-            format!("attachment; filename=\"qr-cards-{id}.pdf\""),
-        ))
-        .insert_header(("Cache-Control", "no-store"))
-        .body(bytes))
+    batch_file(&api, &who, id.into_inner(), true).await
 }
 
 /// The batch's manifest CSV (UTF-8 with BOM or CP932, as the mail house is configured).
 #[utoipa::path(get, path = "/api/v1/print-batches/{id}/manifest", tag = "outputs",
     params(("id" = Uuid, Path)), responses((status = 200, content_type = "text/csv", body = String)))]
 async fn batch_manifest(api: web::Data<Api>, who: PrintCaller, id: web::Path<Uuid>) -> Answer {
-    let id = id.into_inner();
-    let (bytes, encoding) = batch_file(&api, &who, id, false).await?;
-    let charset = match encoding {
-        crate::config::FileEncoding::Utf8Bom => "utf-8",
-        crate::config::FileEncoding::Cp932 => "Shift_JIS",
-    };
-    Ok(HttpResponse::Ok()
-        .content_type(format!("text/csv; charset={charset}"))
-        .insert_header((
-            "Content-Disposition",
-            format!("attachment; filename=\"manifest-{id}.csv\""),
-        ))
-        .insert_header(("Cache-Control", "no-store"))
-        .body(bytes))
+    batch_file(&api, &who, id.into_inner(), false).await
 }
 
 /// The mail house's confirmation file: columns 連番 (sequence), カードID (card_id), 状態
@@ -318,7 +304,8 @@ async fn render_check(api: web::Data<Api>, _who: Staff, id: web::Path<Uuid>) -> 
 /// Publishes every CRL that is due now (also done on `crl.schedule` and after revocations).
 #[utoipa::path(post, path = "/api/v1/jobs/crl", tag = "outputs",
     responses((status = 200, body = Vec<Published>), (status = 409, description = "running elsewhere")))]
-async fn publish_crls(api: web::Data<Api>, _who: Staff) -> Answer {
+async fn publish_crls(api: web::Data<Api>, who: Staff) -> Answer {
+    who.must_be(Role::Officer)?;
     let crl = &api.processors.crl;
     let done = crate::processors::exclusively(api.office.store(), "crl", crl.step()).await?;
     let (published, _) = done.ok_or_else(|| busy("crl"))?;
@@ -329,7 +316,8 @@ async fn publish_crls(api: web::Data<Api>, _who: Staff) -> Answer {
 /// at each scheduled time); an empty list when none is due or no schedule is set.
 #[utoipa::path(post, path = "/api/v1/jobs/print", tag = "outputs",
     responses((status = 200, body = Vec<BatchSummary>), (status = 409, description = "running elsewhere")))]
-async fn scheduled_batches(api: web::Data<Api>, _who: Staff) -> Answer {
+async fn scheduled_batches(api: web::Data<Api>, who: Staff) -> Answer {
+    who.must_be(Role::Officer)?;
     let print = &api.processors.print;
     let done = crate::processors::exclusively(api.office.store(), "print", async {
         Ok(print.step().await)

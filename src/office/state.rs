@@ -370,6 +370,18 @@ impl Aggregate for Subscriber {
             | Event::MailFailed(_)
             | Event::MailRetryRequested(_)
             | Event::CrlPublished(_) => {}
+            // Staff accounts have streams of their own (crate::staff).
+            Event::StaffAccountCreated(_)
+            | Event::StaffRolesChanged(_)
+            | Event::StaffSetupLinkIssued(_)
+            | Event::StaffPasswordSet(_)
+            | Event::StaffPasskeyRegistered(_)
+            | Event::StaffApiTokenIssued(_)
+            | Event::StaffSignedIn(_)
+            | Event::StaffSignInFailed(_)
+            | Event::StaffLockedOut(_)
+            | Event::StaffUnlocked(_)
+            | Event::StaffDisabled(_) => {}
         }
     }
 }

@@ -47,23 +47,33 @@ pub struct Ceremonies {
 impl Ceremonies {
     /// The relying party: `portal.rp_id` (or the base URL's host) and the base URL's origin.
     pub fn new(config: &PortalConfig) -> anyhow::Result<Ceremonies> {
-        let origin = Url::parse(&config.base_url)
-            .map_err(|e| anyhow::anyhow!("portal.base_url {:?}: {e}", config.base_url))?;
+        Ceremonies::for_site("portal", &config.base_url, &config.rp_id, &config.rp_name)
+    }
+
+    /// The relying party of a site (`portal`, `console`: the configuration section named in
+    /// errors): `rp_id` (or the base URL's host) and the base URL's origin.
+    pub fn for_site(
+        section: &str,
+        base_url: &str,
+        rp_id: &str,
+        rp_name: &str,
+    ) -> anyhow::Result<Ceremonies> {
+        let origin = Url::parse(base_url)
+            .map_err(|e| anyhow::anyhow!("{section}.base_url {base_url:?}: {e}"))?;
         let host = origin.host_str().unwrap_or_default().to_owned();
-        let rp_id = if config.rp_id.is_empty() {
+        let rp_id = if rp_id.is_empty() {
             host
         } else {
-            config.rp_id.clone()
+            rp_id.to_owned()
         };
         // On localhost (development, tests) the port the server got may differ from the base
         // URL's; anywhere else the origin must match exactly.
         let localhost = origin.host_str() == Some("localhost");
         let webauthn = WebauthnBuilder::new(&rp_id, &origin)
-            .and_then(|b| b.rp_name(&config.rp_name).allow_any_port(localhost).build())
+            .and_then(|b| b.rp_name(rp_name).allow_any_port(localhost).build())
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "portal.rp_id {rp_id:?} does not suit portal.base_url {:?} ({e}); the relying-party id must be a domain (not an IP address) that the base URL's host is or ends with",
-                    config.base_url
+                    "{section}.rp_id {rp_id:?} does not suit {section}.base_url {base_url:?} ({e}); the relying-party id must be a domain (not an IP address) that the base URL's host is or ends with"
                 )
             })?;
         Ok(Ceremonies { webauthn })
@@ -77,11 +87,34 @@ impl Ceremonies {
         subscriber_id: &str,
         display_name: &str,
     ) -> anyhow::Result<(serde_json::Value, Pending)> {
-        let (mut options, state) = self.webauthn.start_passkey_registration(
+        self.start_registration_for(
             qr_id,
             subscriber_id,
             &format!("{display_name} {subscriber_id}"),
-            None,
+            &[],
+        )
+    }
+
+    /// The options for `navigator.credentials.create` for any user: `user_id` is the opaque
+    /// user handle; `exclude` are credential ids (base64url) the authenticator must not
+    /// register again.
+    pub fn start_registration_for(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        display_name: &str,
+        exclude: &[String],
+    ) -> anyhow::Result<(serde_json::Value, Pending)> {
+        let exclude: Vec<webauthn_rs::prelude::CredentialID> = exclude
+            .iter()
+            .filter_map(|id| URL_SAFE_NO_PAD.decode(id).ok())
+            .map(Into::into)
+            .collect();
+        let (mut options, state) = self.webauthn.start_passkey_registration(
+            user_id,
+            name,
+            display_name,
+            (!exclude.is_empty()).then_some(exclude),
         )?;
         let selection = options
             .public_key
@@ -127,7 +160,15 @@ impl Ceremonies {
             serde_json::from_str(device.passkey.as_deref().ok_or_else(|| {
                 anyhow::anyhow!("this phone was recorded without a verifiable credential")
             })?)?;
-        let (options, state) = self.webauthn.start_passkey_authentication(&[passkey])?;
+        self.start_authentication_with(&[passkey])
+    }
+
+    /// The options for `navigator.credentials.get`, allowing only `passkeys`.
+    pub fn start_authentication_with(
+        &self,
+        passkeys: &[Passkey],
+    ) -> anyhow::Result<(serde_json::Value, Pending)> {
+        let (options, state) = self.webauthn.start_passkey_authentication(passkeys)?;
         Ok((
             serde_json::to_value(options)?,
             Pending::Authentication(Box::new(state)),
@@ -140,7 +181,7 @@ impl Ceremonies {
         &self,
         answer: &serde_json::Value,
         state: &PasskeyAuthentication,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         let answer: PublicKeyCredential = serde_json::from_value(answer.clone())
             .map_err(|e| format!("not a WebAuthn sign-in: {e}"))?;
         let result = self
@@ -148,9 +189,9 @@ impl Ceremonies {
             .finish_passkey_authentication(&answer, state)
             .map_err(|e| format!("the sign-in does not verify: {e}"))?;
         if !result.user_verified() {
-            return Err("the phone did not verify the user".into());
+            return Err("the authenticator did not verify the user".into());
         }
-        Ok(())
+        Ok(URL_SAFE_NO_PAD.encode(result.cred_id().as_slice()))
     }
 }
 

@@ -44,7 +44,7 @@ pub struct Portal {
 
 struct Inner {
     office: Office,
-    sessions: Sessions,
+    sessions: Sessions<Session>,
     pages: Pages,
     ceremonies: Ceremonies,
     authorities: BTreeMap<String, Authority>,
@@ -150,7 +150,12 @@ async fn guard(
         }
         Ok(_) => next.call(req).await?.map_into_left_body(),
     };
-    let headers = res.headers_mut();
+    secure_headers(res.headers_mut());
+    Ok(res)
+}
+
+/// The headers every page of the portal and the console carries.
+pub fn secure_headers(headers: &mut actix_web::http::header::HeaderMap) {
     for (name, value) in [
         (header::REFERRER_POLICY, "no-referrer"),
         (
@@ -164,7 +169,6 @@ async fn guard(
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    Ok(res)
 }
 
 fn peer(req: &HttpRequest) -> Option<IpAddr> {
@@ -172,7 +176,7 @@ fn peer(req: &HttpRequest) -> Option<IpAddr> {
 }
 
 /// A page's answer, remembering a language switch in a cookie.
-fn html(req: &HttpRequest, status: u16, body: String) -> HttpResponse {
+pub fn html(req: &HttpRequest, status: u16, body: String) -> HttpResponse {
     let mut res = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
     res.content_type("text/html; charset=utf-8");
     if let Some(lang) = Lang::asked(req) {
@@ -187,7 +191,7 @@ fn html(req: &HttpRequest, status: u16, body: String) -> HttpResponse {
     res.body(body)
 }
 
-fn see_other(to: &str) -> HttpResponse {
+pub fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))
         .finish()
@@ -334,11 +338,7 @@ impl Portal {
                 .get("x-csrf-token")
                 .and_then(|v| v.to_str().ok())
         });
-        let good = sent.is_some_and(|s| {
-            openssl::memcmp::eq(s.as_bytes(), session.csrf.as_bytes())
-                && s.len() == session.csrf.len()
-        });
-        if good {
+        if session::same_token(sent, &session.csrf) {
             Ok(())
         } else {
             Err(self.problem_page(Lang::of(req), Some(&session.authority), 403, "csrf", false))
@@ -379,12 +379,12 @@ async fn landing(
                 let body = portal.qr_problem_page(lang, Some(&landing.authority), problem);
                 return html(&req, problem.status, body);
             }
-            let id = portal.inner.sessions.start(
+            let id = portal.inner.sessions.start(Session::new(
                 &token,
                 landing.qr_id,
                 &landing.authority,
                 &landing.subscriber_id,
-            );
+            ));
             let mut res = see_other("/portal/password");
             let _ = res.add_cookie(
                 &Cookie::build(SESSION_COOKIE, id)
@@ -710,7 +710,12 @@ async fn ceremony_finish(
     if session.stage != Stage::Register {
         return ceremony_refused(&portal, lang, 409, "wrong_step", "not at the register step");
     }
-    let Some(pending) = portal.inner.sessions.take_pending(&id) else {
+    let Some(pending) = portal
+        .inner
+        .sessions
+        .update(&id, |s| s.pending.take())
+        .flatten()
+    else {
         return ceremony_refused(&portal, lang, 409, "wrong_step", "no ceremony was started");
     };
     match pending {
@@ -758,7 +763,7 @@ async fn ceremony_finish(
                 .ceremonies
                 .finish_authentication(&answer, &state)
             {
-                Ok(()) => {
+                Ok(_) => {
                     portal
                         .inner
                         .sessions

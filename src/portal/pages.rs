@@ -7,7 +7,7 @@ use actix_web::HttpRequest;
 use serde_json::{Map, Value, json};
 
 /// The templates, by name, as shipped.
-const TEMPLATES: &[(&str, &str)] = &[
+pub const TEMPLATES: &[(&str, &str)] = &[
     (
         "base.html",
         include_str!("../../templates/portal/base.html"),
@@ -42,7 +42,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-const MESSAGES: &str = include_str!("../../templates/portal/messages.json");
+pub const MESSAGES: &str = include_str!("../../templates/portal/messages.json");
 
 pub const CSS: &str = include_str!("../../templates/portal/static/portal.css");
 pub const JS: &str = include_str!("../../templates/portal/static/portal.js");
@@ -94,15 +94,30 @@ pub struct Pages {
 }
 
 impl Pages {
+    /// The portal's pages.
     pub fn new() -> anyhow::Result<Pages> {
+        Pages::from(TEMPLATES, MESSAGES)
+    }
+
+    /// Pages from a set of templates and their messages (`{key: [ja, en]}` JSON). Every value
+    /// is HTML-escaped unless a template says otherwise; `|jst` shows an RFC 3339 time in
+    /// Japan time.
+    pub fn from(
+        templates: &[(&'static str, &'static str)],
+        messages: &str,
+    ) -> anyhow::Result<Pages> {
         let mut env = minijinja::Environment::new();
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-        for (name, source) in TEMPLATES {
+        env.add_filter("jst", |value: String| {
+            time::OffsetDateTime::parse(&value, &time::format_description::well_known::Rfc3339)
+                .map_or(value, crate::clock::show_jst)
+        });
+        for (name, source) in templates {
             env.add_template(name, source)
-                .map_err(|e| anyhow::anyhow!("the portal template {name} does not parse: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("the template {name} does not parse: {e}"))?;
         }
-        let messages: HashMap<String, [String; 2]> = serde_json::from_str(MESSAGES)
-            .map_err(|e| anyhow::anyhow!("templates/portal/messages.json: {e}"))?;
+        let messages: HashMap<String, [String; 2]> = serde_json::from_str(messages)
+            .map_err(|e| anyhow::anyhow!("the templates' messages.json: {e}"))?;
         Ok(Pages { env, messages })
     }
 

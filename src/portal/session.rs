@@ -35,9 +35,22 @@ pub struct Session {
     /// The synchronizer token every form and ceremony call must send back.
     pub csrf: String,
     pub stage: Stage,
-    pub last_seen: OffsetDateTime,
     /// A WebAuthn ceremony started and not yet finished.
     pub pending: Option<Pending>,
+}
+
+impl Session {
+    pub fn new(token: &str, qr_id: Uuid, authority: &str, subscriber_id: &str) -> Session {
+        Session {
+            token: token.to_owned(),
+            qr_id,
+            authority: authority.to_owned(),
+            subscriber_id: subscriber_id.to_owned(),
+            csrf: random_id(),
+            stage: Stage::Password,
+            pending: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -58,10 +71,12 @@ pub enum Lookup {
     Expired,
 }
 
-pub struct Sessions {
+/// Sessions of one kind (the portal's, the console's), by random id, each dropped once it has
+/// sat idle longer than `idle` on the injected clock.
+pub struct Sessions<T> {
     clock: SharedClock,
     idle: time::Duration,
-    by_id: Mutex<HashMap<String, Session>>,
+    by_id: Mutex<HashMap<String, (T, OffsetDateTime)>>,
 }
 
 /// 32 random bytes as lower-case hex.
@@ -71,8 +86,15 @@ pub fn random_id() -> String {
     hex::encode(bytes)
 }
 
-impl Sessions {
-    pub fn new(clock: SharedClock, idle: time::Duration) -> Sessions {
+/// Compares a sent synchronizer token with the session's in constant time.
+pub fn same_token(sent: Option<&str>, expected: &str) -> bool {
+    sent.is_some_and(|s| {
+        s.len() == expected.len() && openssl::memcmp::eq(s.as_bytes(), expected.as_bytes())
+    })
+}
+
+impl<T: Clone> Sessions<T> {
+    pub fn new(clock: SharedClock, idle: time::Duration) -> Sessions<T> {
         Sessions {
             clock,
             idle,
@@ -80,60 +102,51 @@ impl Sessions {
         }
     }
 
-    /// Starts a session for a QR; returns its id.
-    pub fn start(&self, token: &str, qr_id: Uuid, authority: &str, subscriber_id: &str) -> String {
+    /// Keeps a new session; returns its id.
+    pub fn start(&self, session: T) -> String {
         let now = self.clock.now();
         let id = random_id();
-        let session = Session {
-            token: token.to_owned(),
-            qr_id,
-            authority: authority.to_owned(),
-            subscriber_id: subscriber_id.to_owned(),
-            csrf: random_id(),
-            stage: Stage::Password,
-            last_seen: now,
-            pending: None,
-        };
         let mut all = self.by_id.lock().expect("not poisoned");
         if all.len() > 10_000 {
             let idle = self.idle;
-            all.retain(|_, s| now - s.last_seen <= idle);
+            all.retain(|_, (_, seen)| now - *seen <= idle);
         }
-        all.insert(id.clone(), session);
+        all.insert(id.clone(), (session, now));
         id
     }
 
     /// The session `id` names, touched now; an idle one is dropped.
-    pub fn get(&self, id: Option<&str>) -> Result<Session, Lookup> {
+    pub fn get(&self, id: Option<&str>) -> Result<T, Lookup> {
         let id = id.ok_or(Lookup::Missing)?;
         let now = self.clock.now();
         let mut all = self.by_id.lock().expect("not poisoned");
-        let session = all.get_mut(id).ok_or(Lookup::Missing)?;
-        if now - session.last_seen > self.idle {
+        let (session, seen) = all.get_mut(id).ok_or(Lookup::Missing)?;
+        if now - *seen > self.idle {
             all.remove(id);
             return Err(Lookup::Expired);
         }
-        session.last_seen = now;
+        *seen = now;
         Ok(session.clone())
     }
 
-    /// Changes a session in place (if it is still there).
-    pub fn update(&self, id: &str, change: impl FnOnce(&mut Session)) {
-        if let Some(session) = self.by_id.lock().expect("not poisoned").get_mut(id) {
-            change(session);
-        }
-    }
-
-    /// Takes the pending ceremony out of a session: each challenge is answered at most once.
-    pub fn take_pending(&self, id: &str) -> Option<Pending> {
+    /// Changes a session in place (if it is still there) and returns what `change` returned.
+    pub fn update<R>(&self, id: &str, change: impl FnOnce(&mut T) -> R) -> Option<R> {
         self.by_id
             .lock()
             .expect("not poisoned")
             .get_mut(id)
-            .and_then(|s| s.pending.take())
+            .map(|(session, _)| change(session))
     }
 
     pub fn end(&self, id: &str) {
         self.by_id.lock().expect("not poisoned").remove(id);
+    }
+
+    /// Ends every session `which` picks (an account disabled, say).
+    pub fn end_where(&self, which: impl Fn(&T) -> bool) {
+        self.by_id
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, (session, _)| !which(session));
     }
 }

@@ -502,6 +502,47 @@ impl PrintBatches {
         Ok(batch)
     }
 
+    /// A batch's PDF (`pdf`) or manifest as written, checked against the SHA-256 its event
+    /// recorded: the bytes, their content type and a file name.
+    pub async fn read_file(
+        &self,
+        batch_id: Uuid,
+        mail_house: Option<&str>,
+        pdf: bool,
+    ) -> Result<(Vec<u8>, String, String), OfficeError> {
+        let batch = self.find(batch_id, mail_house).await?;
+        let (path, sha) = if pdf {
+            (self.pdf_path(&batch.authority, batch_id), &batch.pdf_sha256)
+        } else {
+            (self.csv_path(&batch.authority, batch_id), &batch.csv_sha256)
+        };
+        let bytes =
+            std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        if super::sha256_hex(&bytes) != *sha {
+            return Err(
+                anyhow::anyhow!("{} is not the file the batch recorded", path.display()).into(),
+            );
+        }
+        Ok(if pdf {
+            (
+                bytes,
+                "application/pdf".into(),
+                format!("qr-cards-{batch_id}.pdf"),
+            )
+        } else {
+            let charset = if batch.manifest_encoding == "cp932" {
+                "Shift_JIS"
+            } else {
+                "utf-8"
+            };
+            (
+                bytes,
+                format!("text/csv; charset={charset}"),
+                format!("manifest-{batch_id}.csv"),
+            )
+        })
+    }
+
     /// Records a confirmation file for a batch, or refuses it whole with every problem.
     pub async fn confirm(
         &self,

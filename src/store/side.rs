@@ -263,3 +263,81 @@ impl Store {
         })
     }
 }
+
+/// The fields staff search applications by.
+const SEARCHED: [&str; 7] = [
+    "name_kanji",
+    "name_kana",
+    "name_romaji",
+    "registry_number",
+    "subscriber_id",
+    "card_certificate",
+    "second_certificate",
+];
+
+impl Store {
+    /// Documents of `projection` with `needle` inside one of the searched fields, ignoring
+    /// spaces (half- and full-width) and, for Latin letters, case. `%` and `_` are matched as
+    /// themselves.
+    pub async fn search_docs(
+        &self,
+        projection: &str,
+        needle: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, hpki_projections::Doc)>, StoreError> {
+        let squeezed: String = needle
+            .chars()
+            .filter(|c| *c != ' ' && *c != '\u{3000}')
+            .flat_map(char::to_lowercase)
+            .collect();
+        let pattern = format!(
+            "%{}%",
+            squeezed
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let field = |extract: &dyn Fn(&str) -> String| {
+            SEARCHED
+                .iter()
+                .map(|f| {
+                    format!(
+                        "lower(replace(replace(coalesce({}, ''), ' ', ''), '\u{3000}', '')) LIKE {{p}} ESCAPE '\\'",
+                        extract(f)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        match &self.db {
+            Db::Sqlite(db) => {
+                let condition =
+                    field(&|f| format!("json_extract(body, '$.{f}')")).replace("{p}", "?2");
+                // Built from the constant field names; the needle is bound.
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT key, list, sort_key, body FROM read_models
+                     WHERE projection = ?1 AND ({condition}) ORDER BY sort_key LIMIT ?3"
+                )))
+                .bind(projection)
+                .bind(&pattern)
+                .bind(limit)
+                .fetch_all(&db.pool)
+                .await?;
+                rows.iter().map(sqlite::doc_row).collect()
+            }
+            Db::Postgres(db) => {
+                let condition = field(&|f| format!("body->>'{f}'")).replace("{p}", "$2");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT key, list, sort_key, body::text FROM read_models
+                     WHERE projection = $1 AND ({condition}) ORDER BY sort_key LIMIT $3"
+                )))
+                .bind(projection)
+                .bind(&pattern)
+                .bind(limit)
+                .fetch_all(&db.pool)
+                .await?;
+                rows.iter().map(postgres::doc_row).collect()
+            }
+        }
+    }
+}

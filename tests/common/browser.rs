@@ -38,6 +38,15 @@ fn free_port() -> u16 {
 impl Browser {
     /// Starts chromedriver and a headless Chromium the size of a 375-px-wide phone.
     pub async fn start() -> Browser {
+        Browser::start_sized(375, 812, true).await
+    }
+
+    /// Chromium the size of an office screen, for the staff console.
+    pub async fn desktop() -> Browser {
+        Browser::start_sized(1280, 900, false).await
+    }
+
+    async fn start_sized(width: u32, height: u32, phone: bool) -> Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -59,16 +68,20 @@ impl Browser {
             // Polling for readiness, not timing anything.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let mut chrome = json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", format!("--window-size={width},{height}"), "--lang=ja"],
+        });
+        if phone {
+            chrome["mobileEmulation"] =
+                json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0}});
+        }
         let created: Value = http
             .post(format!("{base}/session"))
             .json(&json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": {
-                    "binary": "/usr/bin/chromium",
-                    "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                             "--disable-gpu", "--window-size=375,812", "--lang=ja"],
-                    "mobileEmulation": {"deviceMetrics": {"width": 375, "height": 812, "pixelRatio": 2.0}}
-                }
+                "goog:chromeOptions": chrome
             }}}))
             .send()
             .await
@@ -139,10 +152,16 @@ impl Browser {
             if seen.as_ref().ok().and_then(|v| v.as_str()) == Some(name) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "never reached the {name} page; last {seen:?}"
-            );
+            if Instant::now() >= deadline {
+                let text = self
+                    .try_call(
+                        "POST",
+                        "/execute/sync",
+                        json!({"script": "return location.href + ' ' + document.body.innerText;", "args": []}),
+                    )
+                    .await;
+                panic!("never reached the {name} page; last {seen:?}: {text:?}");
+            }
             // Polling for a condition, not timing anything.
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -205,6 +224,17 @@ impl Browser {
         let element = self.find(css).await;
         self.call("POST", &format!("/element/{element}/clear"), json!({}))
             .await;
+        self.call(
+            "POST",
+            &format!("/element/{element}/value"),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
+    /// Types into an element without clearing it first (a file input takes a path this way).
+    pub async fn send_keys(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
         self.call(
             "POST",
             &format!("/element/{element}/value"),
@@ -291,6 +321,17 @@ impl Browser {
         .await;
     }
 
+    /// Puts a credential (as `credentials` lists it) on an authenticator: the same person's
+    /// key plugged in again.
+    pub async fn add_credential(&self, id: &str, credential: &Value) {
+        self.call(
+            "POST",
+            &format!("/webauthn/authenticator/{id}/credential"),
+            credential.clone(),
+        )
+        .await;
+    }
+
     /// The credentials an authenticator holds.
     pub async fn credentials(&self, id: &str) -> Vec<Value> {
         self.call(
@@ -302,6 +343,17 @@ impl Browser {
         .as_array()
         .cloned()
         .unwrap_or_default()
+    }
+
+    /// Runs `script` in the page (`arguments` are `args`) and returns what it returned; an
+    /// async script calls its last argument with the result.
+    pub async fn run_async(&self, script: &str, args: Value) -> Value {
+        self.call(
+            "POST",
+            "/execute/async",
+            json!({"script": script, "args": args}),
+        )
+        .await
     }
 
     pub async fn delete_cookies(&self) {

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod phone;
 pub mod server;
 pub mod smtp;
+pub mod staff;
 
 use std::sync::Arc;
 

@@ -19,6 +19,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub clock: Arc<ManualClock>,
     pub running: hpki_backoffice::serve::Running,
+    /// The configuration it was started with.
+    pub config: Config,
 }
 
 pub fn staff(token: &str, roles: Vec<Role>) -> Staff {
@@ -59,6 +61,7 @@ impl Server {
             dir,
             clock,
             running,
+            config,
         }
     }
 

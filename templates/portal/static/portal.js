@@ -1,4 +1,4 @@
-// The register page's WebAuthn ceremony: ask the server for options, let the phone make (or
+// The WebAuthn ceremony of the portal's register page and of the console's passkey step: ask the server for options, let the phone make (or
 // use) the passkey, send the answer back. Plain JavaScript, no library; loaded from this
 // origin only (the Content-Security-Policy allows nothing else).
 (function () {
@@ -88,9 +88,9 @@
     button.disabled = true;
     errorBox.hidden = true;
     var ceremony = button.dataset.mode === "register" ? register : signIn;
-    post("/portal/ceremony/start", {})
+    post(button.dataset.start || "/portal/ceremony/start", {})
       .then(ceremony)
-      .then(function (answer) { return post("/portal/ceremony/finish", answer); })
+      .then(function (answer) { return post(button.dataset.finish || "/portal/ceremony/finish", answer); })
       .then(function (done) { window.location.assign(done.next); })
       .catch(show);
   });

@@ -1,0 +1,584 @@
+//! The staff console over HTTP, on both backends: the first administrator's setup link, sign-in
+//! with password and passkey (a software authenticator), lockout, roles, CSRF, dual control,
+//! escaping of what subscribers supplied, search, and secrets kept out of the log's export.
+//! The same flows in headless Chromium: tests/console_browser.rs.
+
+mod common;
+
+use common::server::*;
+use common::staff::{Desk, PASSWORD, account};
+use common::*;
+use serde_json::json;
+
+async fn staff_events(server: &Server, name: &str) -> Vec<String> {
+    server
+        .running
+        .store
+        .read_stream(&format!("staff-{name}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.type_name().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_first_administrator_sets_up_through_the_link_and_signs_in_with_both_factors() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let link = server
+            .running
+            .setup_link
+            .clone()
+            .expect("the first start makes a setup link");
+        assert!(
+            link.starts_with("http://localhost:8080/console/setup/"),
+            "{link}"
+        );
+        let path = link.trim_start_matches("http://localhost:8080");
+
+        let mut desk = Desk::new(&server);
+        // A short password, then two that differ, are refused; nothing is set.
+        desk.get(path).await;
+        let form = desk.get("/console/setup").await;
+        let short = desk
+            .post(
+                "/console/setup",
+                &[
+                    ("_csrf", &form.csrf()),
+                    ("password", "short"),
+                    ("password_again", "short"),
+                ],
+            )
+            .await;
+        assert_eq!(short.status, 422, "{}", db.backend);
+        assert!(short.body.contains("12"), "{}", short.body);
+        let differ = desk
+            .post(
+                "/console/setup",
+                &[
+                    ("_csrf", &form.csrf()),
+                    ("password", PASSWORD),
+                    ("password_again", "another long one"),
+                ],
+            )
+            .await;
+        assert_eq!(differ.status, 422);
+        assert!(
+            !staff_events(&server, "admin")
+                .await
+                .contains(&"StaffPasswordSet".to_owned())
+        );
+
+        desk.set_up(path, PASSWORD).await;
+        // The link works once.
+        let again = desk.get(path).await;
+        assert_eq!(again.status, 404, "{}", again.body);
+        assert!(again.body.contains("setup_link_unknown"));
+
+        // Wrong password: refused without saying whether the name exists.
+        let wrong = desk.password("admin", "not the password at all").await;
+        assert_eq!(wrong.status, 401);
+        let unknown = desk.password("nobody", "not the password at all").await;
+        assert_eq!(unknown.status, 401);
+        assert_eq!(
+            wrong
+                .body
+                .matches("アカウント名またはパスワードが違います")
+                .count(),
+            unknown
+                .body
+                .matches("アカウント名またはパスワードが違います")
+                .count()
+        );
+
+        // The password alone does not open the console.
+        let half = desk.password("admin", PASSWORD).await;
+        assert_eq!(half.location, "/console/sign-in/passkey");
+        let dashboard = desk.get("/console/dashboard").await;
+        assert_eq!(dashboard.location, "/console/sign-in");
+        let (status, done) = desk.passkey().await;
+        assert_eq!(status, 200, "{done}");
+        let dashboard = desk.get("/console/dashboard").await;
+        assert_eq!(dashboard.status, 200, "{}", dashboard.body);
+        assert!(dashboard.body.contains("管理者 Administrator (admin)"));
+        assert!(dashboard.body.contains("lang=\"ja\""));
+
+        assert_eq!(
+            staff_events(&server, "admin").await,
+            [
+                "StaffAccountCreated",
+                "StaffSetupLinkIssued",
+                "StaffPasswordSet",
+                "StaffPasskeyRegistered",
+                "StaffSignInFailed",
+                "StaffSignedIn"
+            ]
+        );
+        // Every console change carries its actor.
+        let events = server
+            .running
+            .store
+            .read_stream("staff-admin")
+            .await
+            .unwrap();
+        assert_eq!(events[0].metadata.actor.as_str(), "system:first-start");
+        assert_eq!(events[5].metadata.actor.as_str(), "staff:admin");
+
+        // Signing out ends the session; its cookie opens nothing.
+        let csrf = dashboard.csrf();
+        let out = desk.post("/console/sign-out", &[("_csrf", &csrf)]).await;
+        assert_eq!(out.location, "/console/sign-in");
+        assert_eq!(
+            desk.get("/console/dashboard").await.location,
+            "/console/sign-in"
+        );
+
+        // No password hash, passkey or link token in the log's export.
+        let mut export = Vec::new();
+        hpki_backoffice::export::export(&server.running.store, &mut export, &|_| {})
+            .await
+            .unwrap();
+        let export = String::from_utf8(export).unwrap();
+        assert!(export.contains("StaffPasswordSet"));
+        assert!(!export.contains("$argon2id$"));
+        assert!(!export.contains(path.trim_start_matches("/console/setup/")));
+        assert!(!export.contains("\"cred\""), "no stored passkey in the log");
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_until_the_time_passes_or_an_administrator_unlocks() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let mut admin = Desk::new(&server);
+        let link = server.running.setup_link.clone().unwrap();
+        admin
+            .set_up(link.trim_start_matches("http://localhost:8080"), PASSWORD)
+            .await;
+        admin.sign_in("admin", PASSWORD).await;
+
+        let mut officer = Desk::new(&server);
+        let link = account(&server, "yamada", &["officer"], None).await;
+        officer
+            .set_up(link.trim_start_matches("http://localhost:8080"), PASSWORD)
+            .await;
+
+        for _ in 0..4 {
+            assert_eq!(
+                officer.password("yamada", "a wrong password!").await.status,
+                401
+            );
+        }
+        let fifth = officer.password("yamada", "a wrong password!").await;
+        assert_eq!(fifth.status, 423, "{}: {}", db.backend, fifth.body);
+        assert!(fifth.body.contains("JST"), "{}", fifth.body);
+        // Locked: the right password is refused too.
+        assert_eq!(officer.password("yamada", PASSWORD).await.status, 423);
+        let events = staff_events(&server, "yamada").await;
+        assert_eq!(
+            events.iter().filter(|e| *e == "StaffSignInFailed").count(),
+            5
+        );
+        assert!(events.contains(&"StaffLockedOut".to_owned()));
+
+        // An administrator unlocks it.
+        let unlocked = admin
+            .submit("/console/staff", "/console/staff/yamada/unlock", &[])
+            .await;
+        assert_eq!(unlocked.location, "/console/staff", "{}", unlocked.body);
+        officer.sign_in("yamada", PASSWORD).await;
+
+        // Locked again, it opens by itself after console.lockout_minutes.
+        let mut again = Desk::new(&server);
+        again.key = officer.key;
+        for _ in 0..5 {
+            again.password("yamada", "a wrong password!").await;
+        }
+        assert_eq!(again.password("yamada", PASSWORD).await.status, 423);
+        server.clock.advance(time::Duration::minutes(16));
+        again.sign_in("yamada", PASSWORD).await;
+    }
+}
+
+/// Sets up the admin (through the first-start link) and the given accounts; returns their
+/// desks, signed in, in order.
+async fn staffed(server: &Server, accounts: &[(&str, &[&str], Option<&str>)]) -> Vec<Desk> {
+    let mut admin = Desk::new(server);
+    let link = server.running.setup_link.clone().unwrap();
+    admin
+        .set_up(link.trim_start_matches("http://localhost:8080"), PASSWORD)
+        .await;
+    admin.sign_in("admin", PASSWORD).await;
+    let mut desks = vec![admin];
+    for (name, roles, house) in accounts {
+        let link = account(server, name, roles, *house).await;
+        let mut desk = Desk::new(server);
+        desk.set_up(link.trim_start_matches("http://localhost:8080"), PASSWORD)
+            .await;
+        desk.sign_in(name, PASSWORD).await;
+        desks.push(desk);
+    }
+    desks
+}
+
+#[tokio::test]
+async fn roles_tokens_and_sessions_decide_every_change_and_refusals_change_nothing() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let desks = staffed(
+            &server,
+            &[
+                ("yamada", &["officer"], None),
+                ("kansa", &["auditor"], None),
+            ],
+        )
+        .await;
+        let (admin, officer, auditor) = (&desks[0], &desks[1], &desks[2]);
+
+        // An application with its documents checked, waiting for a decision.
+        let submitted = ok(server
+            .post("/applications")
+            .json(&form("jma", "777001"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let id = submitted["application_id"].as_str().unwrap().to_owned();
+        ok(server
+            .post(&format!("/applications/{id}/documents-checked"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let detail = format!("/console/applications/{id}");
+        let before = server.running.store.head().await.unwrap().position;
+
+        // The auditor reads the application but has no buttons, and a direct POST is refused.
+        let page = auditor.get(&detail).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(!page.body.contains("id=\"approve\""));
+        let token = page.csrf(); // the sign-out form's
+        let refused = auditor
+            .post(&format!("{detail}/approve"), &[("_csrf", &token)])
+            .await;
+        assert_eq!(refused.status, 403, "{}: {}", db.backend, refused.body);
+        assert!(refused.body.contains("role_required"));
+
+        // The officer with a forged token, with none, and from another site: refused.
+        let forged = officer
+            .post(&format!("{detail}/approve"), &[("_csrf", &"0".repeat(64))])
+            .await;
+        assert_eq!(forged.status, 403);
+        assert!(
+            forged.body.contains("data-code=\"csrf\""),
+            "{}",
+            forged.body
+        );
+        let none = officer.post(&format!("{detail}/approve"), &[]).await;
+        assert_eq!(none.status, 403);
+        let csrf = officer.get(&detail).await.csrf();
+        let cross = officer
+            .client
+            .post(format!("{}{detail}/approve", officer.origin))
+            .header("origin", "https://evil.example")
+            .form(&[("_csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cross.status(), 403);
+        // Another member's token does not work in this session.
+        let admins_token = admin.get("/console/dashboard").await.csrf();
+        assert_eq!(
+            officer
+                .post(&format!("{detail}/approve"), &[("_csrf", &admins_token)])
+                .await
+                .status,
+            403
+        );
+        // The officer may not administer accounts.
+        let staff_post = officer
+            .post(
+                "/console/staff",
+                &[
+                    ("_csrf", &csrf),
+                    ("name", "intruder"),
+                    ("display_name", "x"),
+                    ("roles", "administrator"),
+                ],
+            )
+            .await;
+        assert_eq!(staff_post.status, 403);
+        // Without a session: 401, not a redirect, for a POST.
+        let anonymous = Desk::new(&server);
+        assert_eq!(
+            anonymous
+                .post(&format!("{detail}/approve"), &[("_csrf", &csrf)])
+                .await
+                .status,
+            401
+        );
+        assert_eq!(
+            server.running.store.head().await.unwrap().position,
+            before,
+            "nothing written"
+        );
+        assert!(
+            server
+                .running
+                .store
+                .read_stream("staff-intruder")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // The officer approves; the application leaves the inbox's "to decide" list.
+        let approved = officer
+            .post(&format!("{detail}/approve"), &[("_csrf", &csrf)])
+            .await;
+        assert_eq!(approved.status, 303, "{}", approved.body);
+        let inbox = officer
+            .get("/console/applications?list=documents_checked")
+            .await;
+        assert!(
+            inbox.body.contains("承認し、証明書を発行しました"),
+            "the flash message"
+        );
+        assert!(!inbox.body.contains(&id));
+        let events = server
+            .running
+            .store
+            .read_stream("subscriber-jma-777001")
+            .await
+            .unwrap();
+        let approval = events
+            .iter()
+            .find(|e| e.event.type_name() == "ApplicationApproved")
+            .unwrap();
+        assert_eq!(approval.metadata.actor.as_str(), "staff:yamada");
+
+        // The administrator takes the officer role away: it counts at once.
+        let changed = admin
+            .submit(
+                "/console/staff",
+                "/console/staff/yamada/roles",
+                &[("roles", "auditor")],
+            )
+            .await;
+        assert_eq!(changed.status, 303, "{}", changed.body);
+        let csrf = officer.get("/console/mail").await.csrf();
+        assert_eq!(
+            officer
+                .post("/console/crls/publish", &[("_csrf", &csrf)])
+                .await
+                .status,
+            403
+        );
+
+        // API tokens belong to accounts: one issued on the staff page acts with its roles.
+        let shown = admin
+            .submit("/console/staff", "/console/staff/kansa/token", &[])
+            .await;
+        assert_eq!(shown.status, 200);
+        let at = shown.body.find("id=\"secret\">").unwrap() + "id=\"secret\">".len();
+        let token = &shown.body[at..at + 64];
+        let read = server
+            .client
+            .get(format!("{}/work-lists", server.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+        let write = server
+            .client
+            .post(format!("{}/jobs/crl", server.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            write.status(),
+            403,
+            "an auditor's token reads, never writes"
+        );
+        // Disabled, the account's token and sessions stop.
+        let disabled = admin
+            .submit(
+                "/console/staff",
+                "/console/staff/kansa/disable",
+                &[("reason", "left")],
+            )
+            .await;
+        assert_eq!(disabled.status, 303);
+        let read = server
+            .client
+            .get(format!("{}/work-lists", server.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 401);
+        assert_eq!(
+            auditor.get("/console/dashboard").await.location,
+            "/console/sign-in"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_proposer_cannot_approve_and_a_second_person_revokes_then_the_crl_page_lists_it() {
+    for db in both().await {
+        let server = Server::start_with(&db, |c| c.crl.background = false).await;
+        let desks = staffed(
+            &server,
+            &[
+                ("yamada", &["officer", "approver"], None),
+                ("takahashi", &["approver"], None),
+            ],
+        )
+        .await;
+        let (proposer, approver) = (&desks[1], &desks[2]);
+        let approval = server.issue("jma", "515151").await;
+        let serial = approval["second_certificate_serial"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{approval}"))
+            .to_owned();
+
+        let proposed = proposer
+            .submit(
+                "/console/revocations",
+                "/console/revocations/propose",
+                &[
+                    ("certificate_serial", &serial),
+                    ("scope", "second_only"),
+                    ("reason", "keyCompromise"),
+                    ("case_id", ""),
+                ],
+            )
+            .await;
+        assert_eq!(proposed.status, 303, "{}: {}", db.backend, proposed.body);
+        let page = proposer.get("/console/revocations").await;
+        assert!(
+            page.body.contains("own-proposal"),
+            "the proposer sees a note, not the button"
+        );
+        assert!(!page.body.contains("approve-revocation"));
+        let id_at = page.body.find("<tr data-id=\"").unwrap() + "<tr data-id=\"".len();
+        let proposal = page.body[id_at..id_at + 36].to_owned();
+        // Holding the approver role does not let the proposer decide: the POST is refused.
+        let own = proposer
+            .post(
+                &format!("/console/revocations/{proposal}/approve"),
+                &[("_csrf", &page.csrf())],
+            )
+            .await;
+        assert_eq!(own.status, 403, "{}", own.body);
+
+        let page = approver.get("/console/revocations").await;
+        assert!(page.body.contains("approve-revocation"));
+        let decided = approver
+            .post(
+                &format!("/console/revocations/{proposal}/approve"),
+                &[("_csrf", &page.csrf())],
+            )
+            .await;
+        assert_eq!(decided.status, 303, "{}", decided.body);
+
+        let published = proposer
+            .submit("/console/crls", "/console/crls/publish", &[])
+            .await;
+        assert_eq!(published.status, 303, "{}", published.body);
+        let crls = approver.get("/console/crls").await;
+        assert!(
+            crls.body.contains("class=\"num entries\">1<"),
+            "{}",
+            crls.body
+        );
+        let number_at = crls.body.find("href=\"/console/crls/jma/").unwrap();
+        let href = &crls.body[number_at + 6..];
+        let href = &href[..href.find('"').unwrap()];
+        let der = approver
+            .client
+            .get(format!("{}{href}", approver.origin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(der.status(), 200);
+        let bytes = der.bytes().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("crl.der"), &bytes).unwrap();
+        let text = std::process::Command::new("openssl")
+            .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(dir.path().join("crl.der"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        let plain = serial
+            .to_ascii_uppercase()
+            .trim_start_matches('0')
+            .to_owned();
+        assert!(
+            text.to_ascii_uppercase().contains(&plain),
+            "{serial}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_subscribers_supplied_is_escaped_and_search_finds_them_by_every_field() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let desks = staffed(&server, &[("yamada", &["officer"], None)]).await;
+        let officer = &desks[1];
+        let mut hostile = form("jma", "424242");
+        hostile["address"] = json!("東京都<script>alert('x')</script><img src=x onerror=alert(1)>");
+        let submitted = ok(server
+            .post("/applications")
+            .json(&hostile)
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let id = submitted["application_id"].as_str().unwrap();
+
+        let page = officer.get(&format!("/console/applications/{id}")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(!page.body.contains("<script>alert"), "{}", page.body);
+        assert!(!page.body.contains("<img src=x"));
+        assert!(page.body.contains("&lt;script&gt;alert("), "{}", db.backend);
+        assert!(page.body.contains("content=\"same-origin\""));
+
+        for query in ["山田花子", "ヤマダ", "yamada hanako", "424242"] {
+            let found = officer
+                .get(&format!("/console/subscribers?q={}", urlencode(query)))
+                .await;
+            assert!(found.body.contains(id), "{query}: {}", db.backend);
+        }
+        let other = officer.get("/console/subscribers?q=suzuki").await;
+        assert!(!other.body.contains(id));
+        let subscriber_id = submitted["subscriber_id"].as_str().map(str::to_owned);
+        if let Some(sid) = subscriber_id {
+            let found = officer.get(&format!("/console/subscribers?q={sid}")).await;
+            assert!(found.body.contains(id));
+        }
+        let none = officer.get("/console/subscribers?q=%25").await;
+        assert!(!none.body.contains(id), "% is matched as itself");
+        let timeline = officer
+            .get(&format!("/console/subscribers/subscriber-jma-424242"))
+            .await;
+        assert_eq!(timeline.status, 200);
+        assert!(
+            timeline.body.contains("ApplicationReceived"),
+            "{}",
+            timeline.body
+        );
+        assert!(timeline.body.contains("JST"));
+        assert!(!timeline.body.contains("<script>alert"));
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
