@@ -10,6 +10,13 @@ use common::staff::{Desk, PASSWORD, account};
 use common::*;
 use serde_json::json;
 
+/// The processors only run when asked, so the log moves only by what a test does.
+fn quiet(c: &mut hpki_backoffice::config::Config) {
+    c.mail.background = false;
+    c.crl.background = false;
+    c.print.background = false;
+}
+
 async fn staff_events(server: &Server, name: &str) -> Vec<String> {
     server
         .running
@@ -198,6 +205,19 @@ async fn repeated_failures_lock_the_account_until_the_time_passes_or_an_administ
         assert_eq!(again.password("yamada", PASSWORD).await.status, 423);
         server.clock.advance(time::Duration::minutes(16));
         again.sign_in("yamada", PASSWORD).await;
+        // The administrator sat idle past console.idle_minutes (15): signed out.
+        let idle = admin.get("/console/dashboard").await;
+        assert_eq!(
+            idle.location, "/console/sign-in?expired=1",
+            "{}",
+            db.backend
+        );
+        let notice = admin.get(&idle.location).await;
+        assert!(notice.body.contains("一定時間操作がなかったため"));
+        let idle_post = admin
+            .post("/console/staff/yamada/unlock", &[("_csrf", "x")])
+            .await;
+        assert_eq!(idle_post.status, 401);
     }
 }
 
@@ -225,7 +245,8 @@ async fn staffed(server: &Server, accounts: &[(&str, &[&str], Option<&str>)]) ->
 #[tokio::test]
 async fn roles_tokens_and_sessions_decide_every_change_and_refusals_change_nothing() {
     for db in both().await {
-        let server = Server::start(&db, 100).await;
+        // No processor appends on its own while refusals are counted.
+        let server = Server::start_with(&db, quiet).await;
         let desks = staffed(
             &server,
             &[
@@ -581,4 +602,236 @@ async fn what_subscribers_supplied_is_escaped_and_search_finds_them_by_every_fie
 
 fn urlencode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn every_page_answers_each_role_as_its_roles_allow() {
+    for db in both().await {
+        let server = Server::start_with(&db, |c| {
+            c.mail_houses.insert(
+                "yamato".into(),
+                hpki_backoffice::config::MailHouse {
+                    token_sha256: "0".repeat(64),
+                    authorities: vec!["jma".into()],
+                    imposition: hpki_events::vocabulary::Imposition::TenUp,
+                    encoding: hpki_backoffice::config::FileEncoding::Utf8Bom,
+                },
+            );
+        })
+        .await;
+        // Something on every list: an issued certificate, a loss report, a proposal.
+        let approval = server.issue("jma", "909090").await;
+        let serial = approval["second_certificate_serial"].as_str().unwrap();
+        ok(server
+            .post("/loss-reports")
+            .json(&json!({"certificate_serial": serial, "kind": "device", "note": "電車で紛失"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        ok(server.post("/revocation-proposals").json(&json!({"certificate_serial": serial, "scope": "second_only", "reason": "keyCompromise"})).send().await.unwrap()).await;
+        let desks = staffed(
+            &server,
+            &[
+                ("yamada", &["officer"], None),
+                ("takahashi", &["approver"], None),
+                ("kansa", &["auditor"], None),
+                ("yamato-op", &["mail_house"], Some("yamato")),
+            ],
+        )
+        .await;
+        let work = [
+            "/console/dashboard",
+            "/console/applications",
+            "/console/applications?list=issued",
+            &format!(
+                "/console/applications/{}",
+                approval["application_id"].as_str().unwrap()
+            ),
+            "/console/stock",
+            "/console/qrs",
+            "/console/qrs?list=qr:open",
+            "/console/revocations",
+            "/console/mail",
+            "/console/mail?list=mail:sent",
+            "/console/crls",
+            "/console/subscribers",
+            "/console/subscribers?q=%E5%B1%B1%E7%94%B0",
+            "/console/subscribers/subscriber-jma-909090",
+        ]
+        .map(str::to_owned);
+        let oversight = ["/console/audit", "/console/staff", "/console/settings"];
+        for (desk, name) in desks
+            .iter()
+            .zip(["admin", "yamada", "takahashi", "kansa", "yamato-op"])
+        {
+            for path in &work {
+                let page = desk.get(path).await;
+                let expected = match name {
+                    "yamato-op" if path == "/console/dashboard" => 303,
+                    "yamato-op" => 403,
+                    _ => 200,
+                };
+                assert_eq!(
+                    page.status.as_u16(),
+                    expected,
+                    "{} {name} {path}: {}",
+                    db.backend,
+                    page.body
+                );
+                if expected == 200 {
+                    assert!(page.body.contains("<main id=\"page\""), "{name} {path}");
+                    assert!(
+                        page.body.contains("JST") || !page.body.contains("UTC"),
+                        "{name} {path}"
+                    );
+                }
+            }
+            for path in oversight {
+                let expected = if ["admin", "kansa"].contains(&name) {
+                    200
+                } else {
+                    403
+                };
+                assert_eq!(
+                    desk.get(path).await.status.as_u16(),
+                    expected,
+                    "{name} {path}"
+                );
+            }
+            assert_eq!(
+                desk.get("/console/print").await.status.as_u16(),
+                200,
+                "{name}"
+            );
+            assert_eq!(desk.get("/console/no-such-page").await.status.as_u16(), 404);
+            assert_eq!(
+                desk.get(&format!("/console/jobs/{}", uuid::Uuid::nil()))
+                    .await
+                    .status
+                    .as_u16(),
+                404
+            );
+        }
+        // English, as a toggle.
+        let english = desks[1].get("/console/revocations?lang=en").await;
+        assert!(english.body.contains("lang=\"en\""));
+        assert!(english.body.contains("Revocations to approve"));
+        assert!(
+            desks[1]
+                .get("/console/revocations")
+                .await
+                .body
+                .contains("Revocations to approve"),
+            "remembered"
+        );
+    }
+}
+
+/// Polls a job's page until it is done (each request lets the job run on; bounded).
+async fn finished(desk: &Desk, job: &str) -> common::staff::Page {
+    for _ in 0..2_000 {
+        let page = desk.get(job).await;
+        if !page.body.contains("data-state=\"running\"") {
+            return page;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{job} never finished");
+}
+
+#[tokio::test]
+async fn long_operations_run_in_the_background_with_a_progress_page() {
+    for db in both().await {
+        let server = Server::start_with(&db, quiet).await;
+        let desks = staffed(
+            &server,
+            &[
+                ("yamada", &["officer"], None),
+                ("kansa", &["auditor"], None),
+            ],
+        )
+        .await;
+        let (officer, auditor) = (&desks[1], &desks[2]);
+
+        // An association's CSV, uploaded: imported in the background.
+        let csv = "\u{feff}認証局,氏名,氏名（カナ）,氏名（ローマ字）,生年月日,職種,登録番号,メールアドレス,郵便番号,住所,送付先,送付先団体名\r\n\
+                   jma,佐藤 一郎,サトウ イチロウ,SATO ICHIRO,1975/05/05,医師,880001,sato@example.jp,100-0001,東京都千代田区1-1,自宅,\r\n";
+        let csrf = officer.get("/console/applications").await.csrf();
+        let boundary = "hpki-test-boundary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{csrf}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
+        );
+        let started = officer
+            .client
+            .post(format!("{}/console/applications/import", officer.origin))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 303, "{}", db.backend);
+        let job = started.headers()["location"].to_str().unwrap().to_owned();
+        assert!(job.starts_with("/console/jobs/"));
+        let done = finished(officer, &job).await;
+        assert!(done.body.contains("data-state=\"done\""), "{}", done.body);
+        assert!(done.body.contains("1 件を取り込みました"), "{}", done.body);
+        // A job is its starter's only.
+        assert_eq!(auditor.get(&job).await.status, 404);
+
+        // The auditor exports the log and replays it as of now.
+        let exported = auditor
+            .submit("/console/audit", "/console/audit/export", &[])
+            .await;
+        let job = exported.location;
+        let done = finished(auditor, &job).await;
+        assert!(
+            done.body.contains("件の出来事を書き出しました"),
+            "{}",
+            done.body
+        );
+        let file = auditor.get(&format!("{job}/download")).await;
+        assert_eq!(file.status, 200);
+        let lines: Vec<serde_json::Value> = file
+            .body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // Every event, then the end line with the count and the head hash.
+        let head = server.running.store.head().await.unwrap();
+        assert_eq!(lines.len() as i64, head.position + 1);
+        assert_eq!(lines.last().unwrap()["end"]["events"], head.position);
+        assert!(!file.body.contains("$argon2id$"));
+
+        let now = "2026-11-22T09:30";
+        let replayed = auditor
+            .submit("/console/audit", "/console/audit/as-of", &[("as_of", now)])
+            .await;
+        let done = finished(auditor, &replayed.location).await;
+        assert!(
+            done.body.contains("2026-11-22 09:30:00 JST"),
+            "{}",
+            done.body
+        );
+        assert!(done.body.contains("as-of-counts"));
+        let bad = auditor
+            .submit(
+                "/console/audit",
+                "/console/audit/as-of",
+                &[("as_of", "yesterday")],
+            )
+            .await;
+        assert_eq!(bad.status, 422);
+        assert!(bad.body.contains("as_of"));
+
+        let verified = auditor
+            .submit("/console/audit", "/console/audit/verify", &[])
+            .await;
+        let done = finished(auditor, &verified.location).await;
+        assert!(done.body.contains("改ざんはありません"), "{}", done.body);
+    }
 }

@@ -119,6 +119,7 @@ async fn staff_work_in_chromium_with_passkeys_roles_and_dual_control() {
     let server = Server::start_with(&db, |c| {
         c.crl.background = false;
         c.mail.background = false;
+        c.print.background = false;
         c.mail_houses.insert(
             "yamato".into(),
             MailHouse {

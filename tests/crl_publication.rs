@@ -182,9 +182,15 @@ async fn crls_are_signed_numbered_served_and_made_again_byte_for_byte() {
         let (revoked_pem, good_pem) = (dir.join("second.pem"), dir.join("card.pem"));
         certificate_pem(&server, &second, &revoked_pem).await;
         certificate_pem(&server, &card, &good_pem).await;
+        // At the injected clock's time, not the machine's: the CRL's nextUpdate follows it.
+        let at = hpki_backoffice::clock::Clock::now(server.clock.as_ref())
+            .unix_timestamp()
+            .to_string();
         let check = |cert: &Path| {
             openssl(&[
                 "verify",
+                "-attime",
+                &at,
                 "-crl_check",
                 "-CAfile",
                 ca.to_str().unwrap(),

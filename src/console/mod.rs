@@ -655,6 +655,12 @@ mod tests {
                 }
             }
         }
+        // The timeline names every event type in both languages.
+        for (event_type, _) in hpki_events::Event::TYPES {
+            if !messages.contains_key(&format!("event_{event_type}")) {
+                missing.push(format!("event_{event_type}"));
+            }
+        }
         for (key, [ja, en]) in &messages {
             if ja.is_empty() || en.is_empty() {
                 missing.push(format!("{key}: empty"));
