@@ -423,6 +423,8 @@ impl Directory {
     ) -> Result<SetupLink, OfficeError> {
         let account = self.existing(name).await?;
         let (link, issued, token) = self.new_link()?;
+        // Any earlier link of the account stops working.
+        self.delete_credentials(name, "setup").await?;
         self.put_credential(
             name,
             "setup",
@@ -760,30 +762,23 @@ impl Directory {
         Ok(())
     }
 
-    /// On the first start (no administrator yet): opens the account `admin` and returns its
+    /// While no administrator can sign in (the first start, or one never finished): opens
+    /// the account `admin` (or gives it a new link, the old one then dead) and returns its
     /// setup link, for the operator to follow once.
     pub async fn first_start(&self) -> Result<Option<SetupLink>, OfficeError> {
         let accounts = self.accounts().await?;
-        if accounts.iter().any(|a| a.holds(Role::Administrator)) {
+        let usable = |a: &Account| a.holds(Role::Administrator) && a.set_up() && !a.disabled;
+        if accounts.iter().any(usable) {
             return Ok(None);
         }
-        let name = if accounts.iter().any(|a| a.name == "admin") {
-            return Ok(Some(
-                self.reissue_setup_link("admin", &Actor::system("first-start"))
-                    .await?,
-            ));
-        } else {
-            "admin"
-        };
+        let actor = Actor::system("first-start");
+        if accounts.iter().any(|a| a.name == "admin") {
+            return Ok(Some(self.reissue_setup_link("admin", &actor).await?));
+        }
+        let roles = [Role::Administrator];
         Ok(Some(
-            self.create(
-                name,
-                "管理者 Administrator",
-                &[Role::Administrator],
-                None,
-                &Actor::system("first-start"),
-            )
-            .await?,
+            self.create("admin", "管理者 Administrator", &roles, None, &actor)
+                .await?,
         ))
     }
 

@@ -290,3 +290,76 @@ async fn serve_answers_health_readiness_and_metrics() {
         running.server.stop(true).await;
     }
 }
+
+#[test]
+fn staff_accounts_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("staff.db").display());
+    let out = hpki(
+        dir.path(),
+        &[
+            "--database",
+            &db,
+            "staff",
+            "create",
+            "kato",
+            "--display-name",
+            "加藤 三郎",
+            "--role",
+            "officer",
+            "--role",
+            "approver",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let first = text(&out);
+    assert!(first.contains("/console/setup/"), "{first}");
+    let out = hpki(dir.path(), &["--database", &db, "staff", "list"]);
+    let list = text(&out);
+    assert!(
+        list.contains("kato\t加藤 三郎\tofficer,approver\tnot set up"),
+        "{list}"
+    );
+    // A new link; the same name twice and a role that does not exist are refused, exit 2 or 1.
+    let out = hpki(
+        dir.path(),
+        &["--database", &db, "staff", "setup-link", "kato"],
+    );
+    assert!(
+        out.status.success() && text(&out) != first,
+        "{}",
+        text(&out)
+    );
+    let out = hpki(
+        dir.path(),
+        &[
+            "--database",
+            &db,
+            "staff",
+            "create",
+            "kato",
+            "--display-name",
+            "x",
+            "--role",
+            "officer",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("kato"), "{}", text(&out));
+    let out = hpki(
+        dir.path(),
+        &[
+            "--database",
+            &db,
+            "staff",
+            "create",
+            "ito",
+            "--display-name",
+            "x",
+            "--role",
+            "boss",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--role \"boss\""), "{}", text(&out));
+}

@@ -835,3 +835,30 @@ async fn long_operations_run_in_the_background_with_a_progress_page() {
         assert!(done.body.contains("改ざんはありません"), "{}", done.body);
     }
 }
+
+#[tokio::test]
+async fn an_unfinished_first_start_gives_a_new_link_at_the_next_start_and_a_finished_one_none() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let first = server.running.setup_link.clone().unwrap();
+        let restart = || hpki_backoffice::serve::start(&server.config, server.clock.clone());
+        let again = restart().await.unwrap();
+        let second = again.setup_link.clone().expect("still no administrator");
+        assert_ne!(first, second);
+        let mut desk = Desk::new(&server);
+        let dead = desk
+            .get(first.trim_start_matches("http://localhost:8080"))
+            .await;
+        assert_eq!(
+            dead.status, 404,
+            "{}: the earlier link stops working",
+            db.backend
+        );
+        desk.set_up(second.trim_start_matches("http://localhost:8080"), PASSWORD)
+            .await;
+        let third = restart().await.unwrap();
+        assert_eq!(third.setup_link, None);
+        again.server.stop(false).await;
+        third.server.stop(false).await;
+    }
+}

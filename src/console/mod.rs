@@ -319,6 +319,7 @@ impl Console {
             "problem.html",
             "title_problem",
             json!({"code": problem.code, "message": message, "field": problem.field,
+                   "back": back(req),
                    "details": problem.details.iter().map(|d| match lang {
                        Lang::Ja => d.message.ja.clone(),
                        Lang::En => d.message.en.clone(),
@@ -470,6 +471,14 @@ impl Console {
             .update(&who.session_id, |s| s.flash = Some(message));
         see_other(to)
     }
+}
+
+/// The page a refused form came from (this site's Referer), to go back to.
+fn back(req: &HttpRequest) -> Option<String> {
+    let referer = req.headers().get(header::REFERER)?.to_str().ok()?;
+    let host = req.connection_info().host().to_owned();
+    let path = referer.split_once("://")?.1.strip_prefix(host.as_str())?;
+    path.starts_with("/console/").then(|| path.to_owned())
 }
 
 fn csrf_problem() -> Problem {
