@@ -268,7 +268,7 @@ impl Store {
         &self,
         after: i64,
     ) -> impl Stream<Item = Result<RawEvent, StoreError>> + Send + 'static {
-        self.read_pages(after, Ok)
+        self.read_pages(after, pg_copy::Columns::All, Ok)
     }
 
     /// Every event after `after`, in order, decoded (on the reading side, so decoding and
@@ -277,7 +277,9 @@ impl Store {
         &self,
         after: i64,
     ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
-        self.read_pages(after, |page| page.iter().map(RawEvent::decode).collect())
+        self.read_pages(after, pg_copy::Columns::ForDecoding, |page| {
+            page.iter().map(RawEvent::decode).collect()
+        })
     }
 
     /// Reads the log after `after` in pages: one producer reads them, a second runs each
@@ -287,6 +289,7 @@ impl Store {
     fn read_pages<T: Send + 'static>(
         &self,
         after: i64,
+        columns: pg_copy::Columns,
         prepare: fn(Vec<RawEvent>) -> Result<Vec<T>, StoreError>,
     ) -> impl Stream<Item = Result<T, StoreError>> + Send + 'static {
         let (raw_pages, mut raw_received) = mpsc::channel(2);
@@ -296,7 +299,7 @@ impl Store {
                 tokio::task::spawn_blocking(move || sqlite::scan(&file, after, raw_pages));
             }
             Db::Postgres(db) => {
-                tokio::spawn(postgres::scan(db.pool.clone(), after, raw_pages));
+                tokio::spawn(postgres::scan(db.pool.clone(), after, columns, raw_pages));
             }
             Db::Sqlite(_) => {
                 // An in-memory database: only the pool's connections can see it.

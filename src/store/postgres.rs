@@ -415,13 +415,16 @@ pub(crate) async fn insert_rows(
 pub async fn scan(
     pool: PgPool,
     after: i64,
+    columns: super::pg_copy::Columns,
     pages: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, StoreError>>,
 ) {
     use futures::TryStreamExt;
     use sqlx::postgres::PgPoolCopyExt;
     let read = async {
-        let mut chunks = pool.copy_out_raw(&super::pg_copy::statement(after)).await?;
-        let mut parser = super::pg_copy::Parser::default();
+        let mut chunks = pool
+            .copy_out_raw(&super::pg_copy::statement(after, columns))
+            .await?;
+        let mut parser = super::pg_copy::Parser::new(columns);
         let mut page = Vec::with_capacity(super::PAGE as usize);
         while let Some(chunk) = chunks.try_next().await? {
             parser.push(&chunk);
