@@ -713,6 +713,31 @@ async fn every_page_answers_each_role_as_its_roles_allow() {
                 404
             );
         }
+        // The officer closes the loss case from its row; it leaves the open cases.
+        let page = desks[1].get("/console/revocations").await;
+        let cases = &page.body[page.body.find("id=\"cases\"").unwrap()..];
+        let at = cases.find("<tr data-id=\"").unwrap() + "<tr data-id=\"".len();
+        let case = cases[at..at + 36].to_owned();
+        let closed = desks[1]
+            .post(
+                &format!("/console/loss-cases/{case}/close"),
+                &[("_csrf", &page.csrf()), ("note", "失効の提案へ")],
+            )
+            .await;
+        assert_eq!(closed.status, 303, "{}", closed.body);
+        let after = desks[1].get("/console/revocations").await.body;
+        let open_cases = &after[after.find("id=\"cases\"").unwrap()
+            ..after.find("id=\"decided\"").unwrap_or(after.len())];
+        assert!(!open_cases.contains(&case));
+        // An action the page does not offer is no action.
+        let unknown = desks[1]
+            .post(
+                &format!("/console/loss-cases/{case}/reopen"),
+                &[("_csrf", &page.csrf())],
+            )
+            .await;
+        assert_eq!(unknown.status, 404);
+
         // English, as a toggle.
         let english = desks[1].get("/console/revocations?lang=en").await;
         assert!(english.body.contains("lang=\"en\""));

@@ -174,10 +174,7 @@ async fn change(
         }
         _ => Err(Problem::not_found("操作", "the action").into()),
     };
-    match result {
-        Ok(message) => console.done(&who, message, "/console/staff"),
-        Err(e) => console.failed(&req, Some(&who), e),
-    }
+    console.decided(&req, &who, result, "/console/staff")
 }
 
 /// The authorities' settings, as the configuration file sets them (read-only here).

@@ -31,14 +31,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/revocations/{id}/{action}",
             web::post().to(decide_proposal),
         )
-        .route("/loss-cases/{id}/close", web::post().to(close_case))
+        .route("/loss-cases/{id}/{action}", web::post().to(close_case))
         .route("/print", web::get().to(print))
         .route("/print", web::post().to(super::jobs::create_batch))
         .route("/print/{id}/pdf", web::get().to(batch_pdf))
         .route("/print/{id}/manifest", web::get().to(batch_manifest))
         .route("/print/{id}/confirmation", web::post().to(confirm_batch))
         .route("/mail", web::get().to(mail))
-        .route("/mail/{id}/retry", web::post().to(retry_mail))
+        .route("/mail/{id}/{action}", web::post().to(retry_mail))
         .route("/crls", web::get().to(crls))
         .route("/crls/publish", web::post().to(publish_crls))
         .route("/crls/{authority}/{number}", web::get().to(crl_file))
@@ -103,6 +103,53 @@ impl Console {
             .collect::<serde_json::Map<_, _>>()
             .into()
     }
+}
+
+/// A form posted to `<what>/<id>/<action>`: checked (origin, session, token, `role`) and read.
+struct Decision {
+    who: Who,
+    id: uuid::Uuid,
+    action: String,
+    form: Form,
+}
+
+async fn decision(
+    console: &Console,
+    req: &HttpRequest,
+    path: web::Path<(String, String)>,
+    body: &[u8],
+    role: Role,
+) -> Result<Decision, HttpResponse> {
+    let form = Form::parse(body);
+    let who = console.actor(req, &form, role).await?;
+    let (id, action) = path.into_inner();
+    let id = path_id(console, req, &who, &id)?;
+    Ok(Decision {
+        who,
+        id,
+        action,
+        form,
+    })
+}
+
+impl Console {
+    /// After a change: back to `to` with its message, or the refusal's page.
+    pub(super) fn decided(
+        &self,
+        req: &HttpRequest,
+        who: &Who,
+        result: Result<&str, OfficeError>,
+        to: &str,
+    ) -> HttpResponse {
+        match result {
+            Ok(message) => self.done(who, message, to),
+            Err(e) => self.failed(req, Some(who), e),
+        }
+    }
+}
+
+fn no_such_action() -> OfficeError {
+    Problem::not_found("操作", "the action").into()
 }
 
 fn bodies(docs: Vec<(String, Value)>) -> Vec<Value> {
@@ -249,34 +296,26 @@ async fn decide_application(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Officer).await);
-    let (id, action) = path.into_inner();
-    let id = or_page!(path_id(&console, &req, &who, &id));
-    let office = console.office();
-    let actor = who.account.actor();
-    let back = format!("/console/applications/{id}");
-    let result = match action.as_str() {
+    let d = or_page!(decision(&console, &req, path, &body, Role::Officer).await);
+    let (office, actor) = (console.office(), d.who.account.actor());
+    let result = match d.action.as_str() {
         "check" => office
-            .check_documents(id, &actor)
+            .check_documents(d.id, &actor)
             .await
             .map(|_| "done_checked"),
-        "approve" => office.approve(id, &actor).await.map(|_| "done_approved"),
+        "approve" => office.approve(d.id, &actor).await.map(|_| "done_approved"),
         "reject" => office
-            .reject(id, form.text("reason"), &actor)
+            .reject(d.id, d.form.text("reason"), &actor)
             .await
             .map(|_| "done_rejected"),
-        _ => Err(Problem::not_found("操作", "the action").into()),
+        _ => Err(no_such_action()),
     };
-    match result {
-        Ok("done_checked") => console.done(&who, "done_checked", &back),
-        Ok(message) => console.done(
-            &who,
-            message,
-            "/console/applications?list=documents_checked",
-        ),
-        Err(e) => console.failed(&req, Some(&who), e),
-    }
+    // After the document check the decision comes next, on the same page.
+    let to = match result {
+        Ok("done_checked") => format!("/console/applications/{}", d.id),
+        _ => "/console/applications?list=documents_checked".to_owned(),
+    };
+    console.decided(&req, &d.who, result, &to)
 }
 
 async fn stock(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
@@ -365,31 +404,24 @@ async fn decide_reissue(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Officer).await);
-    let (id, action) = path.into_inner();
-    let id = or_page!(path_id(&console, &req, &who, &id));
-    let office = console.office();
-    let actor = who.account.actor();
-    let result = match action.as_str() {
+    let d = or_page!(decision(&console, &req, path, &body, Role::Officer).await);
+    let (office, actor) = (console.office(), d.who.account.actor());
+    let result = match d.action.as_str() {
         "check" => office
-            .check_reissue_documents(id, &actor)
+            .check_reissue_documents(d.id, &actor)
             .await
             .map(|_| "done_checked"),
         "approve" => office
-            .approve_reissue(id, &actor)
+            .approve_reissue(d.id, &actor)
             .await
             .map(|_| "done_reissued"),
         "reject" => office
-            .reject_reissue(id, form.text("reason"), &actor)
+            .reject_reissue(d.id, d.form.text("reason"), &actor)
             .await
             .map(|_| "done_rejected"),
-        _ => Err(Problem::not_found("操作", "the action").into()),
+        _ => Err(no_such_action()),
     };
-    match result {
-        Ok(message) => console.done(&who, message, "/console/qrs"),
-        Err(e) => console.failed(&req, Some(&who), e),
-    }
+    console.decided(&req, &d.who, result, "/console/qrs")
 }
 
 async fn revocations(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
@@ -498,46 +530,38 @@ async fn decide_proposal(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Approver).await);
-    let (id, action) = path.into_inner();
-    let id = or_page!(path_id(&console, &req, &who, &id));
-    let office = console.office();
-    let actor = who.account.actor();
-    let result = match action.as_str() {
+    let d = or_page!(decision(&console, &req, path, &body, Role::Approver).await);
+    let (office, actor) = (console.office(), d.who.account.actor());
+    let result = match d.action.as_str() {
         "approve" => office
-            .approve_revocation(id, &actor)
+            .approve_revocation(d.id, &actor)
             .await
             .map(|_| "done_revoked"),
         "reject" => office
-            .reject_revocation(id, form.text("reason"), &actor)
+            .reject_revocation(d.id, d.form.text("reason"), &actor)
             .await
             .map(|_| "done_rejected"),
-        _ => Err(Problem::not_found("操作", "the action").into()),
+        _ => Err(no_such_action()),
     };
-    match result {
-        Ok(message) => console.done(&who, message, "/console/revocations"),
-        Err(e) => console.failed(&req, Some(&who), e),
-    }
+    console.decided(&req, &d.who, result, "/console/revocations")
 }
 
 async fn close_case(
     console: web::Data<Console>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Officer).await);
-    let id = or_page!(path_id(&console, &req, &who, &id));
-    match console
-        .office()
-        .close_case(id, form.text("note"), &who.account.actor())
-        .await
-    {
-        Ok(()) => console.done(&who, "done_closed", "/console/revocations"),
-        Err(e) => console.failed(&req, Some(&who), e),
-    }
+    let d = or_page!(decision(&console, &req, path, &body, Role::Officer).await);
+    let result = match d.action.as_str() {
+        "close" => console
+            .office()
+            .close_case(d.id, d.form.text("note"), &d.who.account.actor())
+            .await
+            .map(|_| "done_closed"),
+        _ => Err(no_such_action()),
+    };
+    console.decided(&req, &d.who, result, "/console/revocations")
 }
 
 /// Print batches: staff see all; a mail house's operator only its own.
@@ -710,16 +734,17 @@ async fn mail(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
 async fn retry_mail(
     console: web::Data<Console>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Officer).await);
-    let id = or_page!(path_id(&console, &req, &who, &id));
-    match crate::processors::outbox::retry(console.office(), id, &who.account.actor()).await {
-        Ok(()) => console.done(&who, "done_retry", "/console/mail?list=mail:pending"),
-        Err(e) => console.failed(&req, Some(&who), e),
-    }
+    let d = or_page!(decision(&console, &req, path, &body, Role::Officer).await);
+    let result = match d.action.as_str() {
+        "retry" => crate::processors::outbox::retry(console.office(), d.id, &d.who.account.actor())
+            .await
+            .map(|_| "done_retry"),
+        _ => Err(no_such_action()),
+    };
+    console.decided(&req, &d.who, result, "/console/mail?list=mail:pending")
 }
 
 async fn crls(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
