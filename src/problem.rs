@@ -65,6 +65,16 @@ impl Problem {
         self
     }
 
+    /// A fault of ours, already logged where it happened: all the client is told.
+    pub fn internal() -> Problem {
+        Problem::new(
+            500,
+            "internal",
+            "サーバーの内部エラーです。記録しました",
+            "an internal error occurred; it has been logged",
+        )
+    }
+
     pub fn not_found(what_ja: &str, what_en: &str) -> Problem {
         Problem::new(
             404,

@@ -16,6 +16,17 @@ use crate::store::{SqliteStore, Store};
 /// Events read per transaction when following the log.
 const BATCH: i64 = 1_000;
 
+/// [`catch_up`] for the projection named `name` (so a list read right after a command shows
+/// it).
+pub async fn catch_up_named(store: &Store, name: &str) -> anyhow::Result<i64> {
+    let all = hpki_projections::all();
+    let projection = all
+        .iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| anyhow::anyhow!("no projection {name}"))?;
+    catch_up(store, projection.as_ref()).await
+}
+
 /// Applies every event after the projection's checkpoint; returns the checkpoint reached.
 pub async fn catch_up(store: &Store, projection: &dyn Projection) -> anyhow::Result<i64> {
     let name = projection.name();

@@ -14,8 +14,6 @@
 //!   the count; an unknown name costs the same hashing time as a known one;
 //! - an API token acts with the account's current roles; a disabled account's tokens stop.
 
-use std::collections::BTreeMap;
-
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use hpki_events::vocabulary::{
     Role, SignInFactor, StaffAccountCreated, StaffApiTokenIssued, StaffDisabled, StaffLockedOut,
@@ -29,7 +27,7 @@ use uuid::Uuid;
 use crate::clock::SharedClock;
 use crate::config::{Config, Console};
 use crate::problem::{OfficeError, Problem};
-use crate::store::{Db, ExpectedVersion, Store};
+use crate::store::{ExpectedVersion, StaffCredential, Store};
 
 /// One staff account as its stream tells it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +51,19 @@ pub struct Account {
 impl Account {
     pub fn holds(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// Whether the account reads the office's work (every role but a mail house's does).
+    pub fn reads_office(&self) -> bool {
+        self.roles.iter().any(|r| *r != Role::MailHouse)
+    }
+
+    /// The mail house whose print batches alone the account works on: that of a mail house's
+    /// operator who is not also a registration officer.
+    pub fn own_mail_house(&self) -> Option<&str> {
+        (self.holds(Role::MailHouse) && !self.holds(Role::Officer))
+            .then_some(self.mail_house.as_deref())
+            .flatten()
     }
 
     pub fn actor(&self) -> Actor {
@@ -202,32 +213,20 @@ fn password_matches(phc: &str, password: &str) -> bool {
     })
 }
 
+/// Roles in one order, each once, so that two lists of the same roles compare equal.
+fn normalised(roles: &[Role]) -> Vec<Role> {
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
 fn sha256_hex(text: &str) -> String {
     hex::encode(openssl::sha::sha256(text.as_bytes()))
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
     hpki_events::envelope::format_time(at)
-}
-
-/// Runs the same statement on either backend: written with `?N` placeholders, which
-/// PostgreSQL reads as `$N`.
-macro_rules! on_either {
-    ($store:expr, $sql:expr, |$query:ident, $pool:ident| $body:expr) => {
-        match $store.db() {
-            Db::Sqlite(db) => {
-                let $query: &'static str = $sql;
-                let $pool = &db.pool;
-                $body
-            }
-            Db::Postgres(db) => {
-                // A constant statement with its placeholders renamed: no input reaches it.
-                let $query = sqlx::AssertSqlSafe($sql.replace('?', "$"));
-                let $pool = &db.pool;
-                $body
-            }
-        }
-    };
 }
 
 impl Directory {
@@ -269,16 +268,13 @@ impl Directory {
 
     /// Every account, by name.
     pub async fn accounts(&self) -> Result<Vec<Account>, OfficeError> {
-        let names: Vec<String> = on_either!(
-            self.store,
-            "SELECT substr(stream, 7) FROM events WHERE stream >= 'staff-' AND stream < 'staff.' AND version = 1 ORDER BY stream",
-            |sql, pool| {
-                sqlx::query_scalar(sql)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(crate::store::StoreError::from)?
-            }
-        );
+        let names: Vec<String> = self
+            .store
+            .streams_of("staff")
+            .await?
+            .into_iter()
+            .filter_map(|stream| stream.strip_prefix("staff-").map(str::to_owned))
+            .collect();
         let mut all = Vec::new();
         for name in names {
             if let Some(account) = self.account(&name).await? {
@@ -365,9 +361,7 @@ impl Directory {
             .field("display_name")
             .into());
         }
-        let mut roles = roles.to_vec();
-        roles.sort();
-        roles.dedup();
+        let roles = normalised(roles);
         self.check_roles(&roles, mail_house)?;
         if self.account(name).await?.is_some() {
             return Err(Problem::new(
@@ -379,15 +373,7 @@ impl Directory {
             .field("name")
             .into());
         }
-        let (link, issued, token) = self.new_link()?;
-        self.put_credential(
-            name,
-            "setup",
-            &issued.link_id.to_string(),
-            &sha256_hex(&token),
-            Some(&issued.expires_at),
-        )
-        .await?;
+        let (link, issued) = self.new_link(name).await?;
         let created = StaffAccountCreated {
             name: name.to_owned(),
             display_name: display_name.to_owned(),
@@ -401,18 +387,32 @@ impl Directory {
         Ok(link)
     }
 
-    fn new_link(&self) -> anyhow::Result<(SetupLink, StaffSetupLinkIssued, String)> {
+    /// Makes a setup link for `name`, keeping its token's hash (every earlier link of the
+    /// account stops working); the event to append says it was made.
+    async fn new_link(&self, name: &str) -> Result<(SetupLink, StaffSetupLinkIssued), OfficeError> {
         let token = crate::portal::session::random_id();
         let expires_at = self.now() + time::Duration::hours(self.rules.setup_link_hours.max(1));
         let issued = StaffSetupLinkIssued {
             link_id: Uuid::now_v7(),
             expires_at: rfc3339(expires_at),
         };
+        self.store
+            .delete_staff_credentials(name, "setup", None)
+            .await?;
+        self.store
+            .put_staff_credential(&StaffCredential {
+                name,
+                kind: "setup",
+                id: &issued.link_id.to_string(),
+                secret: &sha256_hex(&token),
+                expires_at: Some(&issued.expires_at),
+            })
+            .await?;
         let url = format!(
             "{}/console/setup/{token}",
             self.rules.base_url.trim_end_matches('/')
         );
-        Ok((SetupLink { url, expires_at }, issued, token))
+        Ok((SetupLink { url, expires_at }, issued))
     }
 
     /// A new setup link for an account (a lost passkey, a forgotten password).
@@ -422,17 +422,7 @@ impl Directory {
         actor: &Actor,
     ) -> Result<SetupLink, OfficeError> {
         let account = self.existing(name).await?;
-        let (link, issued, token) = self.new_link()?;
-        // Any earlier link of the account stops working.
-        self.delete_credentials(name, "setup").await?;
-        self.put_credential(
-            name,
-            "setup",
-            &issued.link_id.to_string(),
-            &sha256_hex(&token),
-            Some(&issued.expires_at),
-        )
-        .await?;
+        let (link, issued) = self.new_link(name).await?;
         self.append(name, account.version, vec![issued.into()], actor)
             .await?;
         Ok(link)
@@ -440,7 +430,11 @@ impl Directory {
 
     /// The account and link id a setup link's token opens, if it is known and unexpired.
     pub async fn setup_link(&self, token: &str) -> Result<Option<(Account, Uuid)>, OfficeError> {
-        let Some((name, id, expires)) = self.by_secret("setup", &sha256_hex(token)).await? else {
+        let found = self
+            .store
+            .staff_credential_by_secret("setup", &sha256_hex(token))
+            .await?;
+        let Some((name, id, expires)) = found else {
             return Ok(None);
         };
         let expired = expires
@@ -492,9 +486,18 @@ impl Directory {
         let phc = tokio::task::spawn_blocking(move || hash_password(&owned))
             .await
             .map_err(anyhow::Error::from)??;
-        self.put_credential(&account.name, "password", "current", &phc, None)
+        self.store
+            .put_staff_credential(&StaffCredential {
+                name: &account.name,
+                kind: "password",
+                id: "current",
+                secret: &phc,
+                expires_at: None,
+            })
             .await?;
-        self.delete_credentials(&account.name, "passkey").await?;
+        self.store
+            .delete_staff_credentials(&account.name, "passkey", None)
+            .await?;
         self.append(
             &account.name,
             account.version,
@@ -512,9 +515,17 @@ impl Directory {
         made: &crate::portal::ceremony::Made,
     ) -> Result<(), OfficeError> {
         let account = self.existing(name).await?;
-        self.put_credential(name, "passkey", &made.credential_id, &made.passkey, None)
+        self.store
+            .put_staff_credential(&StaffCredential {
+                name,
+                kind: "passkey",
+                id: &made.credential_id,
+                secret: &made.passkey,
+                expires_at: None,
+            })
             .await?;
-        self.delete_credential(name, "setup", &link_id.to_string())
+        self.store
+            .delete_staff_credentials(name, "setup", Some(&link_id.to_string()))
             .await?;
         self.append(
             name,
@@ -541,7 +552,13 @@ impl Directory {
             Some(a) if a.locked_at(now) => {
                 return Ok(SignIn::Locked(a.locked_until.expect("locked")));
             }
-            Some(a) => self.credential(&a.name, "password", "current").await?,
+            Some(a) => self
+                .store
+                .staff_credentials(&a.name, "password")
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, phc)| phc),
             None => None,
         };
         let phc = phc.unwrap_or_else(|| self.decoy.clone());
@@ -588,7 +605,7 @@ impl Directory {
         &self,
         name: &str,
     ) -> Result<Vec<webauthn_rs::prelude::Passkey>, OfficeError> {
-        let rows = self.credentials(name, "passkey").await?;
+        let rows = self.store.staff_credentials(name, "passkey").await?;
         rows.into_iter()
             .map(|(_, json)| serde_json::from_str(&json).map_err(|e| anyhow::anyhow!(e).into()))
             .collect()
@@ -621,9 +638,7 @@ impl Directory {
         actor: &Actor,
     ) -> Result<(), OfficeError> {
         let account = self.existing(name).await?;
-        let mut roles = roles.to_vec();
-        roles.sort();
-        roles.dedup();
+        let roles = normalised(roles);
         self.check_roles(&roles, mail_house)?;
         let mail_house = mail_house
             .filter(|_| roles.contains(&Role::MailHouse))
@@ -684,7 +699,14 @@ impl Directory {
         let account = self.existing(name).await?;
         let token = crate::portal::session::random_id();
         let token_id = Uuid::now_v7().to_string();
-        self.put_credential(name, "token", &token_id, &sha256_hex(&token), None)
+        self.store
+            .put_staff_credential(&StaffCredential {
+                name,
+                kind: "token",
+                id: &token_id,
+                secret: &sha256_hex(&token),
+                expires_at: None,
+            })
             .await?;
         self.append(
             name,
@@ -698,7 +720,11 @@ impl Directory {
 
     /// The account an API token belongs to, if it is usable.
     pub async fn by_token(&self, token: &str) -> Result<Option<Account>, OfficeError> {
-        let Some((name, _, _)) = self.by_secret("token", &sha256_hex(token.trim())).await? else {
+        let found = self
+            .store
+            .staff_credential_by_secret("token", &sha256_hex(token.trim()))
+            .await?;
+        let Some((name, _, _)) = found else {
             return Ok(None);
         };
         Ok(self.account(&name).await?.filter(|a| !a.disabled))
@@ -710,54 +736,48 @@ impl Directory {
         let actor = Actor::system("configuration");
         for (name, entry) in &config.staff {
             check_name(name).map_err(|p| anyhow::anyhow!("[staff.{name}]: {}", p.message.en))?;
-            let hash = entry.token_sha256.to_ascii_lowercase();
-            match self.account(name).await? {
-                None => {
-                    let created = StaffAccountCreated {
-                        name: name.clone(),
-                        display_name: name.clone(),
-                        roles: entry.roles.clone(),
-                        mail_house: None,
-                    };
-                    self.put_credential(name, "token", "configuration", &hash, None)
-                        .await?;
-                    self.append(
-                        name,
-                        0,
-                        vec![
-                            created.into(),
-                            StaffApiTokenIssued {
-                                token_id: "configuration".into(),
-                            }
-                            .into(),
-                        ],
-                        &actor,
-                    )
-                    .await?;
-                }
-                Some(account) => {
-                    self.put_credential(name, "token", "configuration", &hash, None)
-                        .await?;
-                    let mut roles = entry.roles.clone();
-                    roles.sort();
-                    roles.dedup();
-                    if roles != account.roles {
-                        self.append(
-                            name,
-                            account.version,
-                            vec![
-                                StaffRolesChanged {
-                                    roles,
-                                    mail_house: account.mail_house.clone(),
-                                }
-                                .into(),
-                            ],
-                            &actor,
-                        )
-                        .await?;
-                    }
-                }
-            }
+            // The token is registered (again: the configuration may have changed it) before
+            // the account's events, so the account never exists without it.
+            self.store
+                .put_staff_credential(&StaffCredential {
+                    name,
+                    kind: "token",
+                    id: "configuration",
+                    secret: &entry.token_sha256.to_ascii_lowercase(),
+                    expires_at: None,
+                })
+                .await?;
+            let roles = normalised(&entry.roles);
+            let (version, events): (i64, Vec<Event>) = match self.account(name).await? {
+                None => (
+                    0,
+                    vec![
+                        StaffAccountCreated {
+                            name: name.clone(),
+                            display_name: name.clone(),
+                            roles,
+                            mail_house: None,
+                        }
+                        .into(),
+                        StaffApiTokenIssued {
+                            token_id: "configuration".into(),
+                        }
+                        .into(),
+                    ],
+                ),
+                Some(account) if roles != account.roles => (
+                    account.version,
+                    vec![
+                        StaffRolesChanged {
+                            roles,
+                            mail_house: account.mail_house.clone(),
+                        }
+                        .into(),
+                    ],
+                ),
+                Some(_) => continue,
+            };
+            self.append(name, version, events, &actor).await?;
         }
         Ok(())
     }
@@ -781,134 +801,6 @@ impl Directory {
                 .await?,
         ))
     }
-
-    // The side table.
-
-    async fn put_credential(
-        &self,
-        name: &str,
-        kind: &str,
-        id: &str,
-        secret: &str,
-        expires_at: Option<&str>,
-    ) -> Result<(), OfficeError> {
-        on_either!(
-            self.store,
-            "INSERT INTO staff_credentials (name, kind, id, secret, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name, kind, id) DO UPDATE SET secret = excluded.secret, expires_at = excluded.expires_at",
-            |sql, pool| {
-                sqlx::query(sql)
-                    .bind(name)
-                    .bind(kind)
-                    .bind(id)
-                    .bind(secret)
-                    .bind(expires_at)
-                    .execute(pool)
-                    .await
-                    .map_err(crate::store::StoreError::from)?;
-            }
-        );
-        Ok(())
-    }
-
-    async fn delete_credential(&self, name: &str, kind: &str, id: &str) -> Result<(), OfficeError> {
-        on_either!(
-            self.store,
-            "DELETE FROM staff_credentials WHERE name = ?1 AND kind = ?2 AND id = ?3",
-            |sql, pool| {
-                sqlx::query(sql)
-                    .bind(name)
-                    .bind(kind)
-                    .bind(id)
-                    .execute(pool)
-                    .await
-                    .map_err(crate::store::StoreError::from)?;
-            }
-        );
-        Ok(())
-    }
-
-    async fn delete_credentials(&self, name: &str, kind: &str) -> Result<(), OfficeError> {
-        on_either!(
-            self.store,
-            "DELETE FROM staff_credentials WHERE name = ?1 AND kind = ?2",
-            |sql, pool| {
-                sqlx::query(sql)
-                    .bind(name)
-                    .bind(kind)
-                    .execute(pool)
-                    .await
-                    .map_err(crate::store::StoreError::from)?;
-            }
-        );
-        Ok(())
-    }
-
-    async fn credential(
-        &self,
-        name: &str,
-        kind: &str,
-        id: &str,
-    ) -> Result<Option<String>, OfficeError> {
-        Ok(on_either!(
-            self.store,
-            "SELECT secret FROM staff_credentials WHERE name = ?1 AND kind = ?2 AND id = ?3",
-            |sql, pool| {
-                sqlx::query_scalar(sql)
-                    .bind(name)
-                    .bind(kind)
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(crate::store::StoreError::from)?
-            }
-        ))
-    }
-
-    async fn credentials(
-        &self,
-        name: &str,
-        kind: &str,
-    ) -> Result<Vec<(String, String)>, OfficeError> {
-        Ok(on_either!(
-            self.store,
-            "SELECT id, secret FROM staff_credentials WHERE name = ?1 AND kind = ?2 ORDER BY id",
-            |sql, pool| {
-                sqlx::query_as(sql)
-                    .bind(name)
-                    .bind(kind)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(crate::store::StoreError::from)?
-            }
-        ))
-    }
-
-    async fn by_secret(
-        &self,
-        kind: &str,
-        secret: &str,
-    ) -> Result<Option<(String, String, Option<String>)>, OfficeError> {
-        Ok(on_either!(
-            self.store,
-            "SELECT name, id, expires_at FROM staff_credentials WHERE kind = ?1 AND secret = ?2",
-            |sql, pool| {
-                sqlx::query_as(sql)
-                    .bind(kind)
-                    .bind(secret)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(crate::store::StoreError::from)?
-            }
-        ))
-    }
-}
-
-/// Roles by account name, for pages that show them.
-pub fn roles_by_name(accounts: &[Account]) -> BTreeMap<String, Vec<Role>> {
-    accounts
-        .iter()
-        .map(|a| (a.name.clone(), a.roles.clone()))
-        .collect()
 }
 
 #[cfg(test)]

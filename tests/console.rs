@@ -258,20 +258,7 @@ async fn roles_tokens_and_sessions_decide_every_change_and_refusals_change_nothi
         let (admin, officer, auditor) = (&desks[0], &desks[1], &desks[2]);
 
         // An application with its documents checked, waiting for a decision.
-        let submitted = ok(server
-            .post("/applications")
-            .json(&form("jma", "777001"))
-            .send()
-            .await
-            .unwrap())
-        .await;
-        let id = submitted["application_id"].as_str().unwrap().to_owned();
-        ok(server
-            .post(&format!("/applications/{id}/documents-checked"))
-            .send()
-            .await
-            .unwrap())
-        .await;
+        let id = server.checked(&form("jma", "777001")).await;
         let detail = format!("/console/applications/{id}");
         let before = server.running.store.head().await.unwrap().position;
 

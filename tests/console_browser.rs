@@ -172,14 +172,7 @@ async fn staff_work_in_chromium_with_passkeys_roles_and_dual_control() {
     ] {
         let mut f = form("jma", registry);
         f["address"] = json!(address);
-        let submitted = ok(server.post("/applications").json(&f).send().await.unwrap()).await;
-        let id = submitted["application_id"].as_str().unwrap().to_owned();
-        ok(server
-            .post(&format!("/applications/{id}/documents-checked"))
-            .send()
-            .await
-            .unwrap())
-        .await;
+        let id = server.checked(&f).await;
         ids.push(id);
     }
     let issued = server.issue("jma", "600003").await;

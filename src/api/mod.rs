@@ -244,12 +244,7 @@ impl ResponseError for ApiError {
             OfficeError::Problem(p) => p.clone(),
             OfficeError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "an API call failed");
-                Problem::new(
-                    500,
-                    "internal",
-                    "サーバーの内部エラーです。記録しました",
-                    "an internal error occurred; it has been logged",
-                )
+                Problem::internal()
             }
         };
         HttpResponse::build(self.status_code()).json(ErrorBody { error: problem })
@@ -293,9 +288,9 @@ impl FromRequest for Staff {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let staff = staff(&req).await?;
+            let account = account(&req).await?;
             // A mail house's operator reaches only its print batches (`PrintCaller`).
-            if staff.1.iter().all(|r| *r == Role::MailHouse) {
+            if !account.reads_office() {
                 return Err(Problem::new(
                     403,
                     "role_required",
@@ -304,13 +299,21 @@ impl FromRequest for Staff {
                 )
                 .into());
             }
-            Ok(staff)
+            Ok(Staff(account.actor(), account.roles))
         })
     }
 }
 
-/// The account whose API token the request carries (`Authorization: Bearer ...`).
-pub(super) async fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
+/// The bearer token a request carries (`Authorization: Bearer ...`).
+pub(super) fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The usable account whose API token the request carries.
+pub(super) async fn account(req: &HttpRequest) -> Result<crate::staff::Account, ApiError> {
     let unauthorized = || {
         Problem::new(
             401,
@@ -322,18 +325,12 @@ pub(super) async fn staff(req: &HttpRequest) -> Result<Staff, ApiError> {
     let api = req
         .app_data::<web::Data<Api>>()
         .ok_or_else(|| anyhow::anyhow!("the API is not configured"))?;
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
-    let account = api
+    let token = bearer(req).ok_or_else(unauthorized)?;
+    Ok(api
         .directory
         .by_token(token)
         .await?
-        .ok_or_else(unauthorized)?;
-    Ok(Staff(account.actor(), account.roles))
+        .ok_or_else(unauthorized)?)
 }
 
 /// Reads a raw body, refusing it from its declared length or as soon as it passes `limit`.
@@ -462,12 +459,7 @@ async fn listed(api: &Api, projection: &str, query: &ListQuery) -> Answer {
 
 /// Brings a read model up to date, so a list read right after a command shows it.
 async fn fresh(api: &Api, projection: &str) -> Result<(), ApiError> {
-    let all = hpki_projections::all();
-    let projection = all
-        .iter()
-        .find(|p| p.name() == projection)
-        .ok_or_else(|| anyhow::anyhow!("no projection {projection}"))?;
-    crate::projection_runner::catch_up(api.office.store(), projection.as_ref()).await?;
+    crate::projection_runner::catch_up_named(api.office.store(), projection).await?;
     Ok(())
 }
 

@@ -138,12 +138,7 @@ async fn print_caller(req: &HttpRequest) -> Result<PrintCaller, ApiError> {
     let api = req
         .app_data::<web::Data<Api>>()
         .ok_or_else(|| anyhow::anyhow!("the API is not configured"))?;
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| hex::encode(openssl::sha::sha256(t.trim().as_bytes())));
+    let token = super::bearer(req).map(|t| hex::encode(openssl::sha::sha256(t.trim().as_bytes())));
     if let Some(name) = token.as_ref().and_then(|t| api.mail_houses.get(t)) {
         let actor =
             Actor::parse(&format!("mail-house:{name}")).map_err(|why| anyhow::anyhow!(why))?;
@@ -152,25 +147,15 @@ async fn print_caller(req: &HttpRequest) -> Result<PrintCaller, ApiError> {
             mail_house: Some(name.clone()),
         });
     }
-    let api = api.clone();
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    let account = super::account(req).await?;
     // A mail-house operator's own account acts for its mail house.
-    if let Some(account) = api.directory.by_token(token).await? {
-        if let (Some(house), false) = (&account.mail_house, account.holds(Role::Officer)) {
-            if account.holds(Role::MailHouse) {
-                return Ok(PrintCaller {
-                    actor: account.actor(),
-                    mail_house: Some(house.clone()),
-                });
-            }
-        }
+    if let Some(house) = account.own_mail_house() {
+        return Ok(PrintCaller {
+            actor: account.actor(),
+            mail_house: Some(house.to_owned()),
+        });
     }
-    let staff = super::staff(req).await?;
+    let staff = Staff(account.actor(), account.roles);
     staff.must_be(Role::Officer)?;
     Ok(PrintCaller {
         actor: staff.0,

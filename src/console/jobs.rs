@@ -96,12 +96,7 @@ impl Console {
                         job = running.kind,
                         "a console job failed"
                     );
-                    Outcome::Failed(Problem::new(
-                        500,
-                        "internal",
-                        "サーバーの内部エラーです。記録しました",
-                        "an internal error occurred; it has been logged",
-                    ))
+                    Outcome::Failed(Problem::internal())
                 }
             };
             *running.outcome.lock().expect("not poisoned") = Some(outcome);
@@ -155,13 +150,8 @@ async fn job_page(
         }
         Some(Outcome::Failed(p)) => (
             "failed",
-            json!({"message": match lang {
-                crate::portal::pages::Lang::Ja => p.message.ja.clone(),
-                crate::portal::pages::Lang::En => p.message.en.clone(),
-            }, "code": p.code, "details": p.details.iter().map(|d| match lang {
-                crate::portal::pages::Lang::Ja => d.message.ja.clone(),
-                crate::portal::pages::Lang::En => d.message.en.clone(),
-            }).collect::<Vec<_>>()}),
+            json!({"message": lang.pick(&p.message), "code": p.code,
+                   "details": p.details.iter().map(|d| lang.pick(&d.message)).collect::<Vec<_>>()}),
         ),
     };
     console.page(
@@ -219,8 +209,30 @@ pub struct Upload {
     pub file: Vec<u8>,
 }
 
+impl Console {
+    /// A file sent with a form (at most `intake.csv_max_bytes`), read whole, then checked as
+    /// every change is (origin, session, token, one of `roles`).
+    pub(super) async fn uploaded(
+        &self,
+        req: &HttpRequest,
+        payload: actix_multipart::Multipart,
+        roles: &[Role],
+    ) -> Result<(Who, Upload), HttpResponse> {
+        let limit = self.inner.config.intake.csv_max_bytes;
+        let upload = match read_upload(payload, limit).await {
+            Ok(upload) => upload,
+            Err(p) => {
+                let who = self.who(req).await.ok();
+                return Err(self.problem(req, who.as_ref(), &p));
+            }
+        };
+        let who = self.actor(req, &upload.form, roles).await?;
+        Ok((who, upload))
+    }
+}
+
 /// Reads a multipart form (fields and a `file` of at most `limit` bytes).
-pub async fn read_upload(
+async fn read_upload(
     mut payload: actix_multipart::Multipart,
     limit: usize,
 ) -> Result<Upload, Problem> {
@@ -273,15 +285,7 @@ pub async fn import_applications(
     req: HttpRequest,
     payload: actix_multipart::Multipart,
 ) -> HttpResponse {
-    let limit = console.inner.config.intake.csv_max_bytes;
-    let upload = match read_upload(payload, limit).await {
-        Ok(u) => u,
-        Err(p) => {
-            let who = console.who(&req).await.ok();
-            return console.problem(&req, who.as_ref(), &p);
-        }
-    };
-    let who = or_page!(console.actor(&req, &upload.form, Role::Officer).await);
+    let (who, upload) = or_page!(console.uploaded(&req, payload, &[Role::Officer]).await);
     let mode = if upload.form.get("good_rows") == Some("on") {
         ImportMode::GoodRows
     } else {
@@ -311,7 +315,7 @@ pub async fn create_batch(
     body: web::Bytes,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Officer).await);
+    let who = or_page!(console.actor(&req, &form, &[Role::Officer]).await);
     let authority = form.text("authority").to_owned();
     let store = console.office().store().clone();
     let print = console.inner.processors.print.clone();

@@ -180,7 +180,6 @@ pub struct Who {
     pub session_id: String,
     pub session: StaffSession,
     pub account: Account,
-    pub lang: Lang,
 }
 
 impl Who {
@@ -190,7 +189,7 @@ impl Who {
 
     /// Whether the account may read the office's work pages (all but a mail house's).
     pub fn reads(&self) -> bool {
-        self.account.roles.iter().any(|r| *r != Role::MailHouse)
+        self.account.reads_office()
     }
 }
 
@@ -277,7 +276,6 @@ impl Console {
             })),
             "csrf": who.map(|w| w.session.csrf.clone()),
             "flash": flash.map(|key| self.text(lang, &key)),
-            "path": req.path(),
         });
         if let (Some(into), Value::Object(from)) = (context.as_object_mut(), values) {
             into.extend(from);
@@ -308,22 +306,15 @@ impl Console {
     /// A refusal: a page with the problem's status and its message in the page's language.
     fn problem(&self, req: &HttpRequest, who: Option<&Who>, problem: &Problem) -> HttpResponse {
         let lang = Lang::of(req);
-        let message = match lang {
-            Lang::Ja => problem.message.ja.clone(),
-            Lang::En => problem.message.en.clone(),
-        };
         self.page_with_status(
             req,
             who,
             problem.status,
             "problem.html",
             "title_problem",
-            json!({"code": problem.code, "message": message, "field": problem.field,
-                   "back": back(req),
-                   "details": problem.details.iter().map(|d| match lang {
-                       Lang::Ja => d.message.ja.clone(),
-                       Lang::En => d.message.en.clone(),
-                   }).collect::<Vec<_>>()}),
+            json!({"code": problem.code, "message": lang.pick(&problem.message),
+                   "field": problem.field, "back": back(req),
+                   "details": problem.details.iter().map(|d| lang.pick(&d.message)).collect::<Vec<_>>()}),
         )
     }
 
@@ -332,16 +323,7 @@ impl Console {
             OfficeError::Problem(p) => self.problem(req, who, &p),
             OfficeError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "a console request failed");
-                self.problem(
-                    req,
-                    who,
-                    &Problem::new(
-                        500,
-                        "internal",
-                        "サーバーの内部エラーです。記録しました",
-                        "an internal error occurred; it has been logged",
-                    ),
-                )
+                self.problem(req, who, &Problem::internal())
             }
         }
     }
@@ -365,7 +347,6 @@ impl Console {
     /// The signed-in member, read afresh from the log (a role taken away or an account
     /// disabled counts at once); otherwise the sign-in page.
     async fn who(&self, req: &HttpRequest) -> Result<Who, HttpResponse> {
-        let lang = Lang::of(req);
         let to_sign_in = |expired: bool| {
             let to = if expired {
                 "/console/sign-in?expired=1"
@@ -401,7 +382,6 @@ impl Console {
                 session_id,
                 session,
                 account,
-                lang,
             }),
             Ok(_) => {
                 self.inner.sessions.end(&session_id);
@@ -427,15 +407,20 @@ impl Console {
     }
 
     /// For a change: a form from this origin, with this session's token, by a member holding
-    /// `role`. Checked in that order, before anything is done.
-    async fn actor(&self, req: &HttpRequest, form: &Form, role: Role) -> Result<Who, HttpResponse> {
+    /// one of `roles`. Checked in that order, before anything is done.
+    async fn actor(
+        &self,
+        req: &HttpRequest,
+        form: &Form,
+        roles: &[Role],
+    ) -> Result<Who, HttpResponse> {
         self.same_origin(req)?;
         let who = self.who(req).await?;
         if !same_token(form.get("_csrf"), &who.session.csrf) {
             return Err(self.problem(req, Some(&who), &csrf_problem()));
         }
-        if !who.holds(role) {
-            return Err(self.problem(req, Some(&who), &role_needed(&[role])));
+        if !roles.iter().any(|r| who.holds(*r)) {
+            return Err(self.problem(req, Some(&who), &role_needed(roles)));
         }
         Ok(who)
     }

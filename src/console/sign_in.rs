@@ -64,14 +64,21 @@ impl Console {
         }
     }
 
-    /// Starts a new session for `stage`, ending `old`: a session id never outlives a change of
-    /// who holds it.
-    fn rotate(&self, old: &str, stage: Stage, flash: Option<&str>) -> (String, StaffSession) {
+    /// Answers `res` with a new session for `stage` in its cookie, ending `old`: a session id
+    /// never outlives a change of who holds it.
+    fn rotate(
+        &self,
+        mut res: HttpResponse,
+        old: &str,
+        stage: Stage,
+        flash: Option<&str>,
+    ) -> HttpResponse {
         self.inner.sessions.end(old);
         let mut session = fresh_session(stage);
         session.flash = flash.map(str::to_owned);
-        let id = self.inner.sessions.start(session.clone());
-        (id, session)
+        let id = self.inner.sessions.start(session);
+        let _ = res.add_cookie(&self.session_cookie(id));
+        res
     }
 
     fn sign_in_form(
@@ -129,10 +136,8 @@ async fn sign_in(console: web::Data<Console>, req: HttpRequest, body: web::Bytes
         .await;
     match outcome {
         Ok(SignIn::PasswordAccepted) => {
-            let (new_id, _) = console.rotate(&id, Stage::Password { name }, None);
-            let mut res = see_other("/console/sign-in/passkey");
-            let _ = res.add_cookie(&console.session_cookie(new_id));
-            res
+            let to = see_other("/console/sign-in/passkey");
+            console.rotate(to, &id, Stage::Password { name }, None)
         }
         Ok(SignIn::Wrong) => {
             let error = console.text(lang, "sign_in_wrong");
@@ -286,11 +291,8 @@ async fn ceremony_finish(
                             console.text(lang, "network_error"),
                         );
                     }
-                    let (new_id, _) =
-                        console.rotate(&id, Stage::SignedIn { name: name.clone() }, None);
-                    let mut res = HttpResponse::Ok().json(json!({"next": "/console/dashboard"}));
-                    let _ = res.add_cookie(&console.session_cookie(new_id));
-                    res
+                    let next = HttpResponse::Ok().json(json!({"next": "/console/dashboard"}));
+                    console.rotate(next, &id, Stage::SignedIn { name: name.clone() }, None)
                 }
                 Err(why) => {
                     tracing::info!(account = %name, why = %why, "a staff passkey was refused");
@@ -321,14 +323,9 @@ async fn ceremony_finish(
                 Ok(made) => {
                     if let Err(e) = directory.add_passkey(name, *link_id, &made).await {
                         return match e {
-                            OfficeError::Problem(p) => ceremony_error(
-                                p.status,
-                                &p.code,
-                                match lang {
-                                    Lang::Ja => p.message.ja,
-                                    Lang::En => p.message.en,
-                                },
-                            ),
+                            OfficeError::Problem(p) => {
+                                ceremony_error(p.status, &p.code, lang.pick(&p.message).to_owned())
+                            }
                             OfficeError::Internal(e) => {
                                 tracing::error!(error = %e, "recording a staff passkey failed");
                                 ceremony_error(
@@ -339,10 +336,8 @@ async fn ceremony_finish(
                             }
                         };
                     }
-                    let (new_id, _) = console.rotate(&id, Stage::Anonymous, Some("setup_done"));
-                    let mut res = HttpResponse::Ok().json(json!({"next": "/console/sign-in"}));
-                    let _ = res.add_cookie(&console.session_cookie(new_id));
-                    res
+                    let next = HttpResponse::Ok().json(json!({"next": "/console/sign-in"}));
+                    console.rotate(next, &id, Stage::Anonymous, Some("setup_done"))
                 }
                 Err(why) => {
                     tracing::info!(account = %name, why = %why, "a staff passkey registration was refused");
@@ -368,17 +363,11 @@ async fn setup_link(
     match console.inner.directory.setup_link(&token).await {
         Ok(Some((account, link_id))) => {
             let old = console.session(&req).map(|(id, _)| id).unwrap_or_default();
-            let (id, _) = console.rotate(
-                &old,
-                Stage::Setup {
-                    name: account.name,
-                    link_id,
-                },
-                None,
-            );
-            let mut res = see_other("/console/setup");
-            let _ = res.add_cookie(&console.session_cookie(id));
-            res
+            let stage = Stage::Setup {
+                name: account.name,
+                link_id,
+            };
+            console.rotate(see_other("/console/setup"), &old, stage, None)
         }
         Ok(None) => console.problem(
             &req,
@@ -461,10 +450,7 @@ async fn setup(console: web::Data<Console>, req: HttpRequest, body: web::Bytes) 
             see_other("/console/setup/passkey")
         }
         Err(OfficeError::Problem(p)) => {
-            let error = match Lang::of(&req) {
-                Lang::Ja => p.message.ja,
-                Lang::En => p.message.en,
-            };
+            let error = Lang::of(&req).pick(&p.message).to_owned();
             setup_form(&console, &req, &session, p.status, Some(error))
         }
         Err(e) => console.failed(&req, None, e),

@@ -47,7 +47,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 impl Console {
-    /// A read model's documents on `list` (all lists when `None`), brought up to date first.
+    /// Brings a read model up to date, once per page, so that it shows what was just done.
+    pub(super) async fn fresh(&self, projection: &str) -> Result<(), OfficeError> {
+        crate::projection_runner::catch_up_named(self.office().store(), projection).await?;
+        Ok(())
+    }
+
+    /// A read model's documents on `list` (all lists when `None`), as they stand.
     pub(super) async fn docs(
         &self,
         projection: &str,
@@ -55,23 +61,11 @@ impl Console {
         limit: i64,
     ) -> Result<Vec<(String, Value)>, OfficeError> {
         let store = self.office().store();
-        if let Some(p) = hpki_projections::all()
-            .iter()
-            .find(|p| p.name() == projection)
-        {
-            crate::projection_runner::catch_up(store, p.as_ref()).await?;
-        }
         Ok(store
             .docs(projection, list, limit)
             .await?
             .into_iter()
-            .map(|(key, doc)| {
-                let mut body = doc.body;
-                if let Value::Object(o) = &mut body {
-                    o.insert("list".into(), json!(doc.list));
-                }
-                (key, body)
-            })
+            .map(|(key, doc)| (key, with_list(doc)))
             .collect())
     }
 
@@ -79,14 +73,9 @@ impl Console {
         &self,
         projection: &str,
     ) -> Result<serde_json::Map<String, Value>, OfficeError> {
-        let store = self.office().store();
-        if let Some(p) = hpki_projections::all()
-            .iter()
-            .find(|p| p.name() == projection)
-        {
-            crate::projection_runner::catch_up(store, p.as_ref()).await?;
-        }
-        Ok(store
+        Ok(self
+            .office()
+            .store()
             .doc_counts(projection)
             .await?
             .into_iter()
@@ -121,7 +110,7 @@ async fn decision(
     role: Role,
 ) -> Result<Decision, HttpResponse> {
     let form = Form::parse(body);
-    let who = console.actor(req, &form, role).await?;
+    let who = console.actor(req, &form, &[role]).await?;
     let (id, action) = path.into_inner();
     let id = path_id(console, req, &who, &id)?;
     Ok(Decision {
@@ -152,6 +141,26 @@ fn no_such_action() -> OfficeError {
     Problem::not_found("操作", "the action").into()
 }
 
+/// A document's body, with the list it is on.
+fn with_list(doc: hpki_projections::Doc) -> Value {
+    let mut body = doc.body;
+    if let Value::Object(o) = &mut body {
+        o.insert("list".into(), json!(doc.list));
+    }
+    body
+}
+
+/// The list `?list=` names, when it is one of `lists`; otherwise `default`.
+fn chosen_list(req: &HttpRequest, lists: &[&'static str], default: &'static str) -> &'static str {
+    let query = Form::parse(req.query_string().as_bytes());
+    let asked = query.get("list").unwrap_or_default();
+    lists
+        .iter()
+        .copied()
+        .find(|l| *l == asked)
+        .unwrap_or(default)
+}
+
 fn bodies(docs: Vec<(String, Value)>) -> Vec<Value> {
     docs.into_iter().map(|(_, body)| body).collect()
 }
@@ -171,7 +180,11 @@ async fn dashboard(console: web::Data<Console>, req: HttpRequest) -> HttpRespons
         "print",
         "cards",
     ] {
-        match console.counts(projection).await {
+        let counted = match console.fresh(projection).await {
+            Ok(()) => console.counts(projection).await,
+            Err(e) => Err(e),
+        };
+        match counted {
             Ok(c) => {
                 counts.insert(projection.into(), c.into());
             }
@@ -197,15 +210,10 @@ const APPLICATION_LISTS: [&str; 5] = [
 
 async fn applications(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
-    let query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
-    let list = query
-        .get("list")
-        .map(String::as_str)
-        .filter(|l| APPLICATION_LISTS.contains(l))
-        .unwrap_or("received");
+    let list = chosen_list(&req, &APPLICATION_LISTS, "received");
+    if let Err(e) = console.fresh("applications").await {
+        return console.failed(&req, Some(&who), e);
+    }
     let counts = match console.counts("applications").await {
         Ok(c) => c,
         Err(e) => return console.failed(&req, Some(&who), e),
@@ -230,32 +238,19 @@ async fn application(
 ) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
     let id = or_page!(path_id(&console, &req, &who, &id));
-    let docs = match console.docs("applications", None, 1).await {
-        Ok(_) => {
-            console
-                .office()
-                .store()
-                .doc("applications", &id.to_string())
-                .await
-        }
+    let store = console.office().store();
+    let found = match console.fresh("applications").await {
+        Ok(_) => store.doc("applications", &id.to_string()).await,
         Err(e) => return console.failed(&req, Some(&who), e),
     };
-    match docs {
-        Ok(Some(doc)) => {
-            let stream = doc.body["subscriber"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let timeline = console.office().timeline(&stream).await.unwrap_or_default();
-            console.page(
-                &req,
-                Some(&who),
-                "application.html",
-                "title_application",
-                json!({"a": doc.body, "list": doc.list, "timeline": timeline,
-                       "authorities": console.authority_names()}),
-            )
-        }
+    match found {
+        Ok(Some(doc)) => console.page(
+            &req,
+            Some(&who),
+            "application.html",
+            "title_application",
+            json!({"a": doc.body, "list": doc.list, "authorities": console.authority_names()}),
+        ),
         Ok(None) => console.problem(
             &req,
             Some(&who),
@@ -330,6 +325,9 @@ async fn stock(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
             Err(e) => return console.failed(&req, Some(&who), e),
         }
     }
+    if let Err(e) = console.fresh("cards").await {
+        return console.failed(&req, Some(&who), e);
+    }
     let cards = match console.counts("cards").await {
         Ok(c) => c,
         Err(e) => return console.failed(&req, Some(&who), e),
@@ -354,15 +352,10 @@ const QR_LISTS: [&str; 6] = [
 
 async fn qrs(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
-    let query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
-    let list = query
-        .get("list")
-        .map(String::as_str)
-        .filter(|l| QR_LISTS.contains(l))
-        .unwrap_or("qr:locked");
+    let list = chosen_list(&req, &QR_LISTS, "qr:locked");
+    if let Err(e) = console.fresh("lifecycle").await {
+        return console.failed(&req, Some(&who), e);
+    }
     let counts = match console.counts("lifecycle").await {
         Ok(c) => c,
         Err(e) => return console.failed(&req, Some(&who), e),
@@ -426,6 +419,9 @@ async fn decide_reissue(
 
 async fn revocations(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
+    if let Err(e) = console.fresh("lifecycle").await {
+        return console.failed(&req, Some(&who), e);
+    }
     let mut lists = serde_json::Map::new();
     for list in [
         "case:open",
@@ -469,7 +465,7 @@ async fn revocations(console: web::Data<Console>, req: HttpRequest) -> HttpRespo
 
 async fn propose(console: web::Data<Console>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Officer).await);
+    let who = or_page!(console.actor(&req, &form, &[Role::Officer]).await);
     let bad = |field: &str, ja: &str, en: &str| {
         Problem::new(422, "invalid_proposal", ja, en).field(field)
     };
@@ -582,6 +578,9 @@ async fn print(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     );
     let own = own_mail_house(&who);
     let list = own.as_ref().map(|m| format!("batch:{m}"));
+    if let Err(e) = console.fresh("print").await {
+        return console.failed(&req, Some(&who), e);
+    }
     let batches = match console.docs("print", list.as_deref(), 10_000).await {
         Ok(docs) => docs
             .into_iter()
@@ -609,15 +608,13 @@ async fn print(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     )
 }
 
-/// The mail house a member acts for, when they are a mail house's operator and not staff.
+/// The mail house whose batches alone a member sees; a mail house's operator with none named
+/// sees no batch at all.
 fn own_mail_house(who: &Who) -> Option<String> {
-    if who.holds(Role::MailHouse) && !who.reads() {
-        Some(who.account.mail_house.clone().unwrap_or_default())
-    } else if who.holds(Role::MailHouse) && !who.holds(Role::Officer) {
-        who.account.mail_house.clone()
-    } else {
-        None
-    }
+    who.account
+        .own_mail_house()
+        .map(str::to_owned)
+        .or_else(|| (!who.reads()).then(String::new))
 }
 
 async fn batch_download(console: &Console, req: &HttpRequest, id: &str, pdf: bool) -> HttpResponse {
@@ -670,26 +667,11 @@ async fn confirm_batch(
     id: web::Path<String>,
     payload: actix_multipart::Multipart,
 ) -> HttpResponse {
-    let limit = console.inner.config.intake.csv_max_bytes;
-    let upload = match super::jobs::read_upload(payload, limit).await {
-        Ok(u) => u,
-        Err(p) => {
-            let who = console.who(&req).await.ok();
-            return console.problem(&req, who.as_ref(), &p);
-        }
-    };
     // An officer may upload for any batch; a mail house's operator for its own.
-    let role = match console.who(&req).await {
-        Ok(w) if w.holds(Role::Officer) => Role::Officer,
-        _ => Role::MailHouse,
-    };
-    let who = or_page!(console.actor(&req, &upload.form, role).await);
+    let roles = [Role::Officer, Role::MailHouse];
+    let (who, upload) = or_page!(console.uploaded(&req, payload, &roles).await);
     let id = or_page!(path_id(&console, &req, &who, &id));
-    let own = if role == Role::Officer {
-        None
-    } else {
-        own_mail_house(&who)
-    };
+    let own = own_mail_house(&who);
     match console
         .inner
         .processors
@@ -706,15 +688,10 @@ const MAIL_LISTS: [&str; 3] = ["mail:pending", "mail:failed", "mail:sent"];
 
 async fn mail(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
-    let query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
-    let list = query
-        .get("list")
-        .map(String::as_str)
-        .filter(|l| MAIL_LISTS.contains(l))
-        .unwrap_or("mail:failed");
+    let list = chosen_list(&req, &MAIL_LISTS, "mail:failed");
+    if let Err(e) = console.fresh("outbox").await {
+        return console.failed(&req, Some(&who), e);
+    }
     let (counts, items) = match (
         console.counts("outbox").await,
         console.docs("outbox", Some(list), 500).await,
@@ -810,34 +787,19 @@ async fn crl_file(
 /// certificate serial, matched as a part of the text (romaji without regard to case).
 async fn subscribers(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
-    let query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
-    let q = query
-        .get("q")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let q = Form::parse(req.query_string().as_bytes())
+        .text("q")
+        .to_owned();
     let items = if q.is_empty() {
         Vec::new()
     } else {
-        if let Err(e) = console.docs("applications", Some("received"), 1).await {
-            return console.failed(&req, Some(&who), e);
-        }
-        match console
-            .office()
-            .store()
-            .search_docs("applications", &q, 200)
-            .await
-        {
-            Ok(found) => found
-                .into_iter()
-                .map(|(_, doc)| {
-                    let mut body = doc.body;
-                    body["list"] = json!(doc.list);
-                    body
-                })
-                .collect(),
+        let store = console.office().store();
+        let found = match console.fresh("applications").await {
+            Ok(_) => store.search_docs("applications", &q, 200).await,
+            Err(e) => return console.failed(&req, Some(&who), e),
+        };
+        match found {
+            Ok(found) => found.into_iter().map(|(_, doc)| with_list(doc)).collect(),
             Err(e) => return console.failed(&req, Some(&who), e.into()),
         }
     };
@@ -898,7 +860,7 @@ async fn publish_crls(
     body: web::Bytes,
 ) -> HttpResponse {
     let form = Form::parse(&body);
-    let who = or_page!(console.actor(&req, &form, Role::Officer).await);
+    let who = or_page!(console.actor(&req, &form, &[Role::Officer]).await);
     let crl = &console.inner.processors.crl;
     match crate::processors::exclusively(console.office().store(), "crl", crl.step()).await {
         Ok(Some(_)) => console.done(&who, "done_published", "/console/crls"),

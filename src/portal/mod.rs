@@ -270,10 +270,7 @@ impl Portal {
 
     /// The page for a QR that cannot be used (or a token that names none).
     fn qr_problem_page(&self, lang: Lang, authority: Option<&str>, problem: &Problem) -> String {
-        let message = match lang {
-            Lang::Ja => problem.message.ja.clone(),
-            Lang::En => problem.message.en.clone(),
-        };
+        let message = lang.pick(&problem.message);
         self.render(
             "qr_problem.html",
             lang,
@@ -749,8 +746,7 @@ async fn ceremony_finish(
                 Err(OfficeError::Problem(p)) => HttpResponse::build(
                     StatusCode::from_u16(p.status).unwrap_or(StatusCode::CONFLICT),
                 )
-                .json(json!({"error": {"code": p.code, "message": match lang {
-                    Lang::Ja => p.message.ja, Lang::En => p.message.en }}})),
+                .json(json!({"error": {"code": p.code, "message": lang.pick(&p.message)}})),
                 Err(OfficeError::Internal(e)) => {
                     tracing::error!(error = format!("{e:#}"), "recording a device failed");
                     ceremony_refused(&portal, lang, 500, "network_error", "")

@@ -76,6 +76,14 @@ impl Lang {
         }
     }
 
+    /// A message in this language.
+    pub fn pick(self, message: &crate::problem::Message) -> &str {
+        match self {
+            Lang::Ja => &message.ja,
+            Lang::En => &message.en,
+        }
+    }
+
     /// Whether the request asked to switch (so the choice is remembered in a cookie).
     pub fn asked(req: &HttpRequest) -> Option<Lang> {
         req.query_string()

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::clock::SharedClock;
 
 pub use postgres::PgStore;
-pub use side::{PooledKey, StoredPhoto};
+pub use side::{PooledKey, StaffCredential, StoredPhoto};
 pub use sqlite::SqliteStore;
 
 /// What the appender believes the stream's version to be.

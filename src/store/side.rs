@@ -341,3 +341,136 @@ impl Store {
         }
     }
 }
+
+/// Runs one statement on either backend: written with `?N` placeholders, which PostgreSQL
+/// reads as `$N`.
+macro_rules! on_either {
+    ($store:expr, $sql:expr, |$query:ident, $pool:ident| $body:expr) => {
+        match &$store.db {
+            Db::Sqlite(db) => {
+                let $query: &'static str = $sql;
+                let $pool = &db.pool;
+                $body
+            }
+            Db::Postgres(db) => {
+                // A constant statement with its placeholders renamed: no input reaches it.
+                let $query = sqlx::AssertSqlSafe($sql.replace('?', "$"));
+                let $pool = &db.pool;
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// The streams of a category (`staff` for `staff-…`), by name: read from the log's
+    /// `(stream, version)` index, first versions only.
+    pub async fn streams_of(&self, category: &str) -> Result<Vec<String>, StoreError> {
+        // '.' follows '-': the range holds exactly the names starting `<category>-`.
+        let (from, to) = (format!("{category}-"), format!("{category}."));
+        Ok(on_either!(
+            self,
+            "SELECT stream FROM events WHERE stream >= ?1 AND stream < ?2 AND version = 1 ORDER BY stream",
+            |sql, pool| {
+                sqlx::query_scalar(sql)
+                    .bind(&from)
+                    .bind(&to)
+                    .fetch_all(pool)
+                    .await?
+            }
+        ))
+    }
+}
+
+/// A staff credential as kept beside the log (migration 0005): `kind` is `password`,
+/// `passkey`, `token` or `setup`; `secret` a PHC string, passkey JSON or SHA-256 hex.
+pub struct StaffCredential<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub secret: &'a str,
+    /// Setup links: RFC 3339.
+    pub expires_at: Option<&'a str>,
+}
+
+impl Store {
+    /// Keeps a staff credential, replacing the one of the same name, kind and id.
+    pub async fn put_staff_credential(&self, c: &StaffCredential<'_>) -> Result<(), StoreError> {
+        on_either!(
+            self,
+            "INSERT INTO staff_credentials (name, kind, id, secret, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name, kind, id) DO UPDATE SET secret = excluded.secret, expires_at = excluded.expires_at",
+            |sql, pool| {
+                sqlx::query(sql)
+                    .bind(c.name)
+                    .bind(c.kind)
+                    .bind(c.id)
+                    .bind(c.secret)
+                    .bind(c.expires_at)
+                    .execute(pool)
+                    .await?;
+            }
+        );
+        Ok(())
+    }
+
+    /// Drops an account's credentials of a kind: the one with `id`, or all of them.
+    pub async fn delete_staff_credentials(
+        &self,
+        name: &str,
+        kind: &str,
+        id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        on_either!(
+            self,
+            "DELETE FROM staff_credentials WHERE name = ?1 AND kind = ?2 AND (?3 IS NULL OR id = ?3)",
+            |sql, pool| {
+                sqlx::query(sql)
+                    .bind(name)
+                    .bind(kind)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+            }
+        );
+        Ok(())
+    }
+
+    /// An account's credentials of a kind: (id, secret), by id.
+    pub async fn staff_credentials(
+        &self,
+        name: &str,
+        kind: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(on_either!(
+            self,
+            "SELECT id, secret FROM staff_credentials WHERE name = ?1 AND kind = ?2 ORDER BY id",
+            |sql, pool| {
+                sqlx::query_as(sql)
+                    .bind(name)
+                    .bind(kind)
+                    .fetch_all(pool)
+                    .await?
+            }
+        ))
+    }
+
+    /// The credential of a kind whose secret is `secret`: (name, id, expires_at).
+    pub async fn staff_credential_by_secret(
+        &self,
+        kind: &str,
+        secret: &str,
+    ) -> Result<Option<(String, String, Option<String>)>, StoreError> {
+        Ok(on_either!(
+            self,
+            "SELECT name, id, expires_at FROM staff_credentials WHERE kind = ?1 AND secret = ?2",
+            |sql, pool| {
+                sqlx::query_as(sql)
+                    .bind(kind)
+                    .bind(secret)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        ))
+    }
+}

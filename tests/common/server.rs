@@ -103,15 +103,10 @@ impl Server {
             .unwrap()
     }
 
-    /// Applies, checks the documents and approves: the approval.
-    pub async fn issue(&self, authority: &str, registry: &str) -> Value {
-        let application = ok(self
-            .post("/applications")
-            .json(&form(authority, registry))
-            .send()
-            .await
-            .unwrap())
-        .await;
+    /// Applies with `form` and checks the documents: the application's id, waiting for a
+    /// decision.
+    pub async fn checked(&self, form: &Value) -> String {
+        let application = ok(self.post("/applications").json(form).send().await.unwrap()).await;
         let id = application["application_id"].as_str().unwrap().to_owned();
         ok(self
             .post(&format!("/applications/{id}/documents-checked"))
@@ -119,6 +114,12 @@ impl Server {
             .await
             .unwrap())
         .await;
+        id
+    }
+
+    /// Applies, checks the documents and approves: the approval.
+    pub async fn issue(&self, authority: &str, registry: &str) -> Value {
+        let id = self.checked(&form(authority, registry)).await;
         ok(self
             .post(&format!("/applications/{id}/approve"))
             .send()
