@@ -22,5 +22,6 @@ pub mod projection_runner;
 pub mod qr;
 pub mod secrets;
 pub mod serve;
+pub mod settings;
 pub mod staff;
 pub mod store;

@@ -346,7 +346,7 @@ async fn lifecycle_command(
     clock: SharedClock,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(config, clock.clone()).await?;
-    let office = serve::office(config, store, clock)?;
+    let office = serve::office(config, store, clock).await?;
     let result: Result<serde_json::Value, OfficeError> = async {
         Ok(match command {
             Command::Qr(QrCommand::Expire) => json(&office.run_expiry().await?),
@@ -496,7 +496,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let store = open_store(&config, clock.clone()).await?;
-            let office = serve::office(&config, store, clock)?;
+            let office = serve::office(&config, store, clock).await?;
             let mode = if good_rows {
                 ImportMode::GoodRows
             } else {
@@ -796,7 +796,7 @@ async fn seed_demo(
     if store.count_events().await? > 0 {
         return Ok(None);
     }
-    let office = serve::office(config, store, clock)?;
+    let office = serve::office(config, store, clock).await?;
     let bar = rows_bar("");
     let seeded = hpki_backoffice::demo::seed(&office, applications, &|what, done, total| {
         bar.set_message(what.to_owned());

@@ -67,7 +67,7 @@ pub async fn run(
     clock: SharedClock,
 ) -> anyhow::Result<ExitCode> {
     let store = serve::open_store(config, clock.clone()).await?;
-    let office = serve::office(config, store.clone(), clock)?;
+    let office = serve::office(config, store.clone(), clock).await?;
     let processors = Processors::new(&office, config)?;
     let print = |value: serde_json::Value| {
         println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));

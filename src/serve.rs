@@ -64,12 +64,19 @@ fn secret(path: &std::path::Path, what: &str) -> anyhow::Result<Secret> {
 }
 
 /// The registration office over `store`: authorities and their CAs, the key-encryption key
-/// and the QR secret, all from the configuration (development ones made on first start).
-pub fn office(config: &Config, store: Store, clock: SharedClock) -> anyhow::Result<Office> {
+/// and the QR secret, all from the configuration (development ones made on first start); the
+/// authorities' settings as the configuration sets them and the log has changed them.
+pub async fn office(config: &Config, store: Store, clock: SharedClock) -> anyhow::Result<Office> {
     let cas = authority_cas(config, clock.as_ref())?;
     let kek = Kek::new(secret(&config.keys.kek_file, "KEY-ENCRYPTION KEY")?);
     let qr_secret = secret(&config.keys.qr_secret_file, "QR SECRET")?;
-    Office::new(store, config, cas, kek, qr_secret, clock)
+    let office = Office::new(store, config, cas, kek, qr_secret, clock)?;
+    office
+        .settings()
+        .refresh(office.store())
+        .await
+        .context("reading the authorities' settings from the log")?;
+    Ok(office)
 }
 
 /// Keeps `size` second-certificate key pairs generated ahead of issuance.
@@ -91,6 +98,17 @@ async fn fill_key_pool(office: Office, size: usize) {
                 tracing::error!(error = %error, "reading the key pool failed");
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
+        }
+    }
+}
+
+/// Reads the authorities' settings other processes changed (this one's own changes count at
+/// once).
+async fn follow_settings(office: Office, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(error) = office.settings().refresh(office.store()).await {
+            tracing::warn!(error = %error, "reading the authorities' settings failed");
         }
     }
 }
@@ -122,7 +140,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         })?;
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
-    let office = office(config, store.clone(), clock.clone())?;
+    let office = office(config, store.clone(), clock.clone()).await?;
     tokio::spawn(fill_key_pool(office.clone(), config.keys.pool_size));
     tokio::spawn(run_expiry(office.clone(), clock.clone(), expiry));
 
@@ -131,6 +149,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         store.clone(),
         hpki_projections::all(),
         poll,
+    ));
+    tokio::spawn(follow_settings(
+        office.clone(),
+        poll.max(Duration::from_secs(1)),
     ));
     tokio::spawn(sign_checkpoints(
         store.clone(),

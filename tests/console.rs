@@ -874,3 +874,253 @@ async fn an_unfinished_first_start_gives_a_new_link_at_the_next_start_and_a_fini
         third.server.stop(false).await;
     }
 }
+
+/// The settings form as the page fills it, with `changes` over it.
+fn settings_form<'a>(
+    page: &'a common::staff::Page,
+    authority: &str,
+    changes: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, String)> {
+    let at = page
+        .body
+        .find(&format!("action=\"/console/settings/{authority}\""))
+        .expect("the authority's form");
+    let end = at + page.body[at..].find("</form>").unwrap();
+    let form = &page.body[at..end];
+    let mut fields = Vec::new();
+    for input in form.split("<input").skip(1) {
+        let attribute = |name: &str| {
+            let needle = format!("{name}=\"");
+            input.find(&needle).map(|i| {
+                let rest = &input[i + needle.len()..];
+                rest[..rest.find('"').unwrap()].to_owned()
+            })
+        };
+        let name = attribute("name").unwrap();
+        let name: &'a str = [
+            "_csrf",
+            "version",
+            "name_ja",
+            "name_en",
+            "contact_ja",
+            "contact_en",
+            "password_hint_ja",
+            "password_hint_en",
+            "reissue_channels",
+            "validity_years",
+            "reason",
+        ]
+        .into_iter()
+        .find(|n| *n == name)
+        .unwrap_or_else(|| panic!("unexpected field {name}"));
+        if name == "reissue_channels" && !input.contains("checked") {
+            continue;
+        }
+        if changes.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        fields.push((name, attribute("value").unwrap_or_default()));
+    }
+    fields.extend(changes.iter().map(|(n, v)| (*n, (*v).to_owned())));
+    fields
+}
+
+async fn post_settings(
+    desk: &Desk,
+    authority: &str,
+    form: &[(&str, String)],
+) -> common::staff::Page {
+    let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    desk.post(&format!("/console/settings/{authority}"), &form)
+        .await
+}
+
+#[tokio::test]
+async fn an_administrator_changes_authority_settings_through_the_log_and_the_office_uses_them() {
+    for db in both().await {
+        let server = Server::start_with(&db, quiet).await;
+        let desks = staffed(
+            &server,
+            &[
+                ("yamada", &["officer"], None),
+                ("kansa", &["auditor"], None),
+            ],
+        )
+        .await;
+        let (admin, officer, auditor) = (&desks[0], &desks[1], &desks[2]);
+        let store = &server.running.store;
+        let settings_events = || async {
+            store
+                .read_stream("authority-jpa")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.metadata.actor.as_str().to_owned(), e.event))
+                .collect::<Vec<_>>()
+        };
+
+        // As the file sets them, with the version the form was made from.
+        let page = admin.get("/console/settings").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("設定ファイルの値"), "{}", page.body);
+        let new_contact = "日本薬剤師会 認証局窓口 03-0000-1111";
+        let good = settings_form(
+            &page,
+            "jpa",
+            &[
+                ("contact_ja", new_contact),
+                ("validity_years", "2"),
+                ("reason", "窓口の電話番号と有効期間の見直し"),
+            ],
+        );
+        let mut good = good;
+        good.push(("reissue_channels", "web_form".into()));
+        assert!(good.contains(&("version", "0".into())), "{good:?}");
+
+        // Bad fields: each named, nothing written.
+        let before = store.head().await.unwrap().position;
+        let bad: &[(&str, &str, &str)] = &[
+            ("validity_years", "9", "有効期間"),
+            ("validity_years", "二年", "有効期間"),
+            ("reason", "", "変更の理由"),
+            ("name_ja", "  ", "名称（日本語）"),
+            ("contact_en", "a\r\nb", "問い合わせ先（英語）"),
+        ];
+        for (field, value, named) in bad {
+            let mut form = good.clone();
+            form.retain(|(n, _)| n != field);
+            form.push((field, (*value).to_owned()));
+            let refused = post_settings(admin, "jpa", &form).await;
+            assert_eq!(refused.status, 422, "{field}={value:?}: {}", refused.body);
+            assert!(refused.body.contains(named), "{field}: {}", refused.body);
+        }
+        let mut no_channel = good.clone();
+        no_channel.retain(|(n, _)| *n != "reissue_channels");
+        let refused = post_settings(admin, "jpa", &no_channel).await;
+        assert_eq!(refused.status, 422);
+        assert!(
+            refused.body.contains("再発行の受付方法"),
+            "{}",
+            refused.body
+        );
+        let mut unknown = good.clone();
+        unknown.push(("reissue_channels", "fax".into()));
+        assert_eq!(post_settings(admin, "jpa", &unknown).await.status, 422);
+        assert_eq!(post_settings(admin, "nosuch", &good).await.status, 404);
+
+        // Other roles are refused, whatever they post; the auditor's page has no form.
+        let with_token = |desk_csrf: String| {
+            let mut form = good.clone();
+            form.retain(|(n, _)| *n != "_csrf");
+            form.push(("_csrf", desk_csrf));
+            form
+        };
+        let officer_form = with_token(officer.get("/console/dashboard").await.csrf());
+        assert_eq!(
+            post_settings(officer, "jpa", &officer_form).await.status,
+            403
+        );
+        let auditor_page = auditor.get("/console/settings").await;
+        assert_eq!(auditor_page.status, 200);
+        assert!(!auditor_page.body.contains("action=\"/console/settings/"));
+        let auditor_form = with_token(auditor_page.csrf());
+        assert_eq!(
+            post_settings(auditor, "jpa", &auditor_form).await.status,
+            403
+        );
+        let forged = with_token("0".repeat(64));
+        assert_eq!(post_settings(admin, "jpa", &forged).await.status, 403);
+        assert_eq!(
+            store.head().await.unwrap().position,
+            before,
+            "{}",
+            db.backend
+        );
+        assert!(settings_events().await.is_empty());
+
+        // The change: one event naming only what changed, by the administrator.
+        let done = post_settings(admin, "jpa", &good).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        let events = settings_events().await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, "staff:admin");
+        let hpki_events::Event::AuthoritySettingsChanged(change) = &events[0].1 else {
+            panic!("{events:?}");
+        };
+        assert_eq!(
+            hpki_backoffice::settings::fields_of(change),
+            ["contact_ja", "reissue_channels", "validity_years"]
+        );
+        assert_eq!(change.contact_ja.as_deref(), Some(new_contact));
+        assert_eq!(change.reason, "窓口の電話番号と有効期間の見直し");
+        let page = admin.get("/console/settings").await;
+        assert!(page.body.contains("設定を変更しました"), "{}", page.body);
+        assert!(page.body.contains(new_contact));
+        assert!(page.body.contains("name=\"version\" value=\"1\""));
+
+        // A form made before the change is refused; the same values again record nothing.
+        let stale = post_settings(admin, "jpa", &with_token(page.csrf())).await;
+        assert_eq!(stale.status, 409, "{}", stale.body);
+        assert!(stale.body.contains("settings_changed"), "{}", stale.body);
+        let again = settings_form(&page, "jpa", &[("reason", "確認")]);
+        assert_eq!(post_settings(admin, "jpa", &again).await.status, 303);
+        assert!(
+            admin
+                .get("/console/settings")
+                .await
+                .body
+                .contains("変更された項目がない")
+        );
+        assert_eq!(settings_events().await.len(), 1);
+
+        // The office uses them: the API's authority, and a certificate issued now runs two
+        // years (JMA's, unchanged, five).
+        let authorities = ok(server.get("/authorities").send().await.unwrap()).await;
+        let jpa = authorities
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == "jpa")
+            .unwrap_or_else(|| panic!("{authorities}"));
+        assert_eq!(
+            jpa["reissue_channels"],
+            json!(["email", "web_form"]),
+            "{jpa}"
+        );
+        for (authority, registry, year) in [("jpa", "333333", "2028"), ("jma", "333334", "2031")] {
+            let approval = server.issue(authority, registry).await;
+            let serial = approval["second_certificate_serial"].as_str().unwrap();
+            let file = server.dir.path().join("settings.pem");
+            std::fs::write(&file, server.certificate_pem(serial).await).unwrap();
+            let out = std::process::Command::new("openssl")
+                .args(["x509", "-noout", "-enddate", "-in"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            let end = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(end.contains(&format!(" {year} GMT")), "{authority}: {end}");
+        }
+
+        // A restart reads them back from the log, with who changed them.
+        server.running.server.stop(false).await;
+        let again = hpki_backoffice::serve::start(&server.config, server.clock.clone())
+            .await
+            .unwrap();
+        let office = hpki_backoffice::serve::office(
+            &server.config,
+            again.store.clone(),
+            server.clock.clone(),
+        )
+        .await
+        .unwrap();
+        let jpa = office.authorities()["jpa"].clone();
+        assert_eq!(jpa.contact_ja, new_contact);
+        assert_eq!(jpa.validity_years, 2);
+        assert_eq!(
+            office.settings().overridden("jpa")["contact_ja"].actor,
+            "staff:admin"
+        );
+        assert_eq!(office.authorities()["jma"].validity_years, 5);
+        again.server.stop(false).await;
+    }
+}

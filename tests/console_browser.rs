@@ -151,6 +151,33 @@ async fn staff_work_in_chromium_with_passkeys_roles_and_dual_control() {
     browser.open(&at(&server, "/console/staff")).await;
     browser.wait_for_text("#accounts", "yamada").await;
     browser.screenshot(&shot("09-staff")).await;
+
+    // The administrator changes an authority's contact; the change is in the log with them.
+    browser.open(&at(&server, "/console/settings")).await;
+    browser.wait_for_page("settings").await;
+    browser
+        .type_into(
+            "#jma-contact_ja",
+            "日本医師会 電子認証センター 03-0000-2222",
+        )
+        .await;
+    browser
+        .type_into("#jma-reason", "窓口の電話番号の変更")
+        .await;
+    browser.click("#jma-save").await;
+    browser.wait_for_text("#flash", "設定を変更しました").await;
+    browser
+        .wait_for_text("#authority-jma", "窓口の電話番号の変更")
+        .await;
+    browser.screenshot(&shot("13-settings")).await;
+    let changes = server
+        .running
+        .store
+        .read_stream("authority-jma")
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].metadata.actor.as_str(), "staff:admin");
     let approver_link = account(&server, "takahashi", &["approver"], None).await;
     let house_link = account(&server, "yamato-op", &["mail_house"], Some("yamato")).await;
     let auditor_link = account(&server, "kansa", &["auditor"], None).await;

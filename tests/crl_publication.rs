@@ -43,16 +43,7 @@ async fn publish(server: &Server) -> Vec<Value> {
 }
 
 async fn certificate_pem(server: &Server, serial: &str, into: &Path) {
-    let pem = server
-        .get(&format!("/certificates/{serial}"))
-        .header("accept", "application/x-pem-file")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    std::fs::write(into, pem).unwrap();
+    std::fs::write(into, server.certificate_pem(serial).await).unwrap();
 }
 
 /// Proposes (tanaka) and approves (sato) revoking the second certificate.

@@ -50,6 +50,17 @@ impl Server {
             .bearer_auth(STAFF_TOKEN)
     }
 
+    async fn certificate_pem(&self, serial: &str) -> String {
+        let response = self
+            .get(&format!("/certificates/{serial}"))
+            .header("accept", "application/x-pem-file")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     fn ca_file(&self, authority: &str) -> std::path::PathBuf {
         self.dir
             .path()
@@ -131,17 +142,6 @@ fn openssl_verify(server: &Server, authority: &str, pem: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8(text.stdout).unwrap()
-}
-
-async fn certificate_pem(server: &Server, serial: &str) -> String {
-    let response = server
-        .get(&format!("/certificates/{serial}"))
-        .header("accept", "application/x-pem-file")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
 }
 
 #[tokio::test]
@@ -286,7 +286,7 @@ async fn an_application_goes_from_intake_to_certificates_and_a_qr() {
         assert_eq!(approval["qr_pre_issued"], true);
         assert_eq!(approval["qr_last_usable_day"], "2027-02-22");
         let second = approval["second_certificate_serial"].as_str().unwrap();
-        let text = openssl_verify(&server, "jma", &certificate_pem(&server, second).await);
+        let text = openssl_verify(&server, "jma", &server.certificate_pem(second).await);
         assert!(text.contains("serialNumber = 123456"), "{text}");
         assert!(text.contains("Non Repudiation"), "{text}");
         assert!(
@@ -362,7 +362,7 @@ async fn an_application_goes_from_intake_to_certificates_and_a_qr() {
         assert_eq!(detail["list"], "issued", "{detail}");
         let card = detail["body"]["card_certificate"].as_str().unwrap();
         assert_ne!(card, second);
-        let text = openssl_verify(&server, "jma", &certificate_pem(&server, card).await);
+        let text = openssl_verify(&server, "jma", &server.certificate_pem(card).await);
         assert!(text.contains("CN = YAMADA TARO"), "{text}");
         assert_eq!(detail["body"]["checked_by"], "staff:suzuki");
 
@@ -575,7 +575,7 @@ async fn no_secrets_in_the_log(server: &Server) {
 /// The second certificate's private key is held sealed, opens under the KEK, and is the
 /// key the certificate certifies.
 async fn second_keys_are_sealed_and_match(server: &Server, serial: &str) {
-    let pem = certificate_pem(server, serial).await;
+    let pem = server.certificate_pem(serial).await;
     let cert = openssl::x509::X509::from_pem(pem.as_bytes()).unwrap();
     let store = &server.running.store;
     let stream = {
@@ -824,8 +824,9 @@ async fn the_demo_seeds_every_state_through_the_commands() {
     let db = sqlite();
     let server = Server::start(&db).await;
     let config = config(&db, server.dir.path());
-    let office =
-        hpki_backoffice::serve::office(&config, server.running.store.clone(), clock()).unwrap();
+    let office = hpki_backoffice::serve::office(&config, server.running.store.clone(), clock())
+        .await
+        .unwrap();
     let seeded = hpki_backoffice::demo::seed(&office, 40, &|_, _, _| {})
         .await
         .unwrap();

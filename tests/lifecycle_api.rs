@@ -814,15 +814,7 @@ async fn card_stock_takes_csrs_checks_their_signatures_and_records_other_uses() 
         let approval = server.issue("jpa", "777777").await;
         assert_eq!(approval["card"]["card_serial"], "JPA-0002", "{approval}");
         let serial = approval["card"]["certificate_serial"].as_str().unwrap();
-        let cert_pem = server
-            .get(&format!("/certificates/{serial}"))
-            .header("accept", "application/x-pem-file")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let cert_pem = server.certificate_pem(serial).await;
         let cert = openssl::x509::X509::from_pem(cert_pem.as_bytes()).unwrap();
         assert!(cert.public_key().unwrap().public_eq(&key));
         server.running.server.stop(true).await;

@@ -168,6 +168,9 @@ vocabulary! {
     StaffLockedOut = 1,
     StaffUnlocked = 1,
     StaffDisabled = 1,
+    // Each authority's managed settings on `authority-<id>` (issue 7): what an administrator
+    // changed in the console, overriding the configuration file's value field by field.
+    AuthoritySettingsChanged = 1,
 }
 
 /// Turns a payload of version `from` into version `from + 1`.
@@ -488,6 +491,23 @@ pub enum ReissueChannel {
     WebForm,
     /// On screen, proving possession of the IC card; the QR is shown at once (JMA).
     OnScreen,
+}
+
+impl ReissueChannel {
+    pub const ALL: [ReissueChannel; 3] = [
+        ReissueChannel::Email,
+        ReissueChannel::WebForm,
+        ReissueChannel::OnScreen,
+    ];
+
+    /// As written in the log, the configuration and forms.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReissueChannel::Email => "email",
+            ReissueChannel::WebForm => "web_form",
+            ReissueChannel::OnScreen => "on_screen",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -978,7 +998,7 @@ pub enum Role {
     MailHouse,
     /// Reads everything, changes nothing; runs the integrity check and exports the log.
     Auditor,
-    /// Manages staff accounts and reads the authorities' settings.
+    /// Manages staff accounts and the authorities' managed settings.
     Administrator,
 }
 
@@ -1094,5 +1114,33 @@ pub struct StaffUnlocked {}
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaffDisabled {
+    pub reason: String,
+}
+
+/// An administrator changed some of an authority's settings. Only the fields changed are
+/// present; each overrides the configuration file's value (and any earlier change) from this
+/// event on. The CA's identity and certificate profile (CRL URL, CPS, policy, hcRole) are not
+/// among them: they stay with the configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritySettingsChanged {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_ja: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_en: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_ja: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_en: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hint_ja: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hint_en: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue_channels: Option<Vec<ReissueChannel>>,
+    /// Years of the certificates issued from now on; those already issued keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_years: Option<u32>,
+    /// Why, in the administrator's words.
     pub reason: String,
 }

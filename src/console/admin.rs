@@ -2,7 +2,7 @@
 //! checkpoints, the export and the state as of an instant.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use hpki_events::vocabulary::Role;
+use hpki_events::vocabulary::{ReissueChannel, Role};
 use serde_json::json;
 
 use super::jobs::Outcome;
@@ -14,6 +14,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/staff", web::post().to(create))
         .route("/staff/{name}/{action}", web::post().to(change))
         .route("/settings", web::get().to(settings))
+        .route("/settings/{authority}", web::post().to(change_settings))
         .route("/audit", web::get().to(audit))
         .route("/audit/{action}", web::post().to(audit_action));
 }
@@ -177,33 +178,135 @@ async fn change(
     console.decided(&req, &who, result, "/console/staff")
 }
 
-/// The authorities' settings, as the configuration file sets them (read-only here).
+/// The authorities' settings in force: administrators change the managed ones (each change
+/// recorded in the log); auditors read them and their history.
 async fn settings(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(
         console
             .reader(&req, &[Role::Administrator, Role::Auditor])
             .await
     );
+    let settings = console.office().settings();
+    // Another process may have changed them since this one last looked.
+    if let Err(e) = settings.refresh(console.office().store()).await {
+        return console.failed(&req, Some(&who), e.into());
+    }
     let authorities: Vec<_> = console
-        .inner
-        .config
-        .authorities
+        .office()
+        .authorities()
         .iter()
         .map(|(id, a)| {
+            let overridden: serde_json::Map<_, _> = settings
+                .overridden(id)
+                .into_iter()
+                .map(|(field, c)| (field.to_owned(), json!({"actor": c.actor, "at": c.at})))
+                .collect();
             json!({
-                "id": id, "name_ja": a.name_ja, "name_en": a.name_en, "role": a.role,
-                "crl_url": a.crl_url, "validity_years": a.validity_years,
-                "reissue_channels": a.reissue_channels, "contact_ja": a.contact_ja,
+                "id": id, "version": settings.version(id),
+                "role": a.role, "profession": a.profession,
+                "crl_url": a.crl_url, "cps_uri": a.cps_uri, "policy_oid": a.policy_oid,
+                "name_ja": a.name_ja, "name_en": a.name_en,
+                // In the form's order.
+                "managed": [
+                    ["name_ja", a.name_ja], ["name_en", a.name_en],
+                    ["contact_ja", a.contact_ja], ["contact_en", a.contact_en],
+                    ["password_hint_ja", a.password_hint_ja],
+                    ["password_hint_en", a.password_hint_en],
+                ],
+                "reissue_channels": a.reissue_channels, "validity_years": a.validity_years,
+                "overridden": overridden,
+                "history": settings.history(id).into_iter().rev().collect::<Vec<_>>(),
             })
         })
         .collect();
     let rules = console.inner.directory.rules();
     console.page(&req, Some(&who), "settings.html", "title_settings", json!({
         "authorities": authorities,
+        "channels": ReissueChannel::ALL,
+        "validity": [crate::settings::VALIDITY_YEARS.start(), crate::settings::VALIDITY_YEARS.end()],
         "console": {"idle_minutes": rules.idle_minutes, "max_failures": rules.max_failures,
                     "lockout_minutes": rules.lockout_minutes, "setup_link_hours": rules.setup_link_hours,
                     "password_min_chars": rules.password_min_chars},
     }))
+}
+
+/// An administrator's change to one authority's managed settings.
+async fn change_settings(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    authority: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let form = Form::parse(&body);
+    let who = or_page!(console.actor(&req, &form, &[Role::Administrator]).await);
+    let result = match settings_form(&form) {
+        Ok((version, proposed)) => console
+            .office()
+            .settings()
+            .change(
+                console.office().store(),
+                &authority,
+                version,
+                &proposed,
+                &who.account.actor(),
+            )
+            .await
+            .map(|changed| {
+                if changed {
+                    "done_settings"
+                } else {
+                    "done_no_change"
+                }
+            }),
+        Err(p) => Err(p.into()),
+    };
+    console.decided(&req, &who, result, "/console/settings")
+}
+
+/// The settings form: the version it was made from, and every managed field.
+fn settings_form(form: &Form) -> Result<(i64, crate::settings::Proposed), Problem> {
+    let version = form.text("version").parse::<i64>().map_err(|_| {
+        Problem::new(
+            422,
+            "bad_version",
+            "フォームの版（version）が読めません。画面を開き直してください",
+            "the form's version cannot be read; open the page again",
+        )
+        .field("version")
+    })?;
+    let reissue_channels = form
+        .all("reissue_channels")
+        .into_iter()
+        .map(|c| {
+            ReissueChannel::ALL
+                .into_iter()
+                .find(|known| known.as_str() == c)
+                .ok_or_else(|| {
+                    Problem::new(
+                        422,
+                        "bad_channel",
+                        format!("再発行の受付方法「{c}」はありません"),
+                        format!("there is no reissue channel {c:?}"),
+                    )
+                    .field("reissue_channels")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = |key: &str| form.text(key).to_owned();
+    Ok((
+        version,
+        crate::settings::Proposed {
+            name_ja: text("name_ja"),
+            name_en: text("name_en"),
+            contact_ja: text("contact_ja"),
+            contact_en: text("contact_en"),
+            password_hint_ja: text("password_hint_ja"),
+            password_hint_en: text("password_hint_en"),
+            reissue_channels,
+            validity_years: text("validity_years"),
+            reason: text("reason"),
+        },
+    ))
 }
 
 async fn audit(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {

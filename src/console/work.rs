@@ -84,9 +84,8 @@ impl Console {
     }
 
     fn authority_names(&self) -> Value {
-        self.inner
-            .config
-            .authorities
+        self.office()
+            .authorities()
             .iter()
             .map(|(id, a)| (id.clone(), json!({"ja": a.name_ja, "en": a.name_en})))
             .collect::<serde_json::Map<_, _>>()
@@ -316,7 +315,7 @@ async fn decide_application(
 async fn stock(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
     let mut rows = Vec::new();
-    for (id, a) in &console.inner.config.authorities {
+    for (id, a) in console.office().authorities().iter() {
         match console.office().stock_counts(id).await {
             Ok((available, queued)) => rows.push(json!({
                 "authority": id, "name_ja": a.name_ja, "name_en": a.name_en,
@@ -727,7 +726,7 @@ async fn retry_mail(
 async fn crls(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
     let mut all = Vec::new();
-    for (id, a) in &console.inner.config.authorities {
+    for (id, a) in console.office().authorities().iter() {
         let events = match console
             .office()
             .store()

@@ -60,14 +60,15 @@ impl Office {
         channel: Channel,
         actor: &Actor,
     ) -> Result<Submitted, OfficeError> {
-        let valid = intake::validate(form, self.authorities(), self.today()).map_err(|errors| {
-            invalid(
-                errors
-                    .into_iter()
-                    .map(|e| detail(None, None, e.field, e.code, e.ja, e.en))
-                    .collect(),
-            )
-        })?;
+        let valid =
+            intake::validate(form, &self.authorities(), self.today()).map_err(|errors| {
+                invalid(
+                    errors
+                        .into_iter()
+                        .map(|e| detail(None, None, e.field, e.code, e.ja, e.en))
+                        .collect(),
+                )
+            })?;
         let photo = match photo {
             Some(bytes) => Some(self.keep_photo(bytes).await?),
             None => None,
@@ -299,7 +300,7 @@ impl Office {
             )
             .details(errors.into_iter().map(row_detail).collect())
         })?;
-        let (good, errors) = batch::validate_rows(&file, self.authorities(), self.today());
+        let (good, errors) = batch::validate_rows(&file, &self.authorities(), self.today());
         let total = file.rows.len() as u64;
 
         for _ in 0..TRIES {

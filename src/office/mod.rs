@@ -25,6 +25,7 @@ use crate::config::{Authority, Config};
 use crate::pki::Ca;
 use crate::problem::{OfficeError, Problem};
 use crate::secrets::{Kek, Secret};
+use crate::settings::Settings;
 use crate::store::{AppendError, ExpectedVersion, Store, StreamAppend};
 
 pub(crate) use applications::row_detail;
@@ -47,7 +48,7 @@ pub struct Office {
 struct Inner {
     store: Store,
     clock: SharedClock,
-    authorities: BTreeMap<String, Authority>,
+    settings: Settings,
     cas: BTreeMap<String, Ca>,
     kek: Kek,
     qr_secret: Secret,
@@ -106,7 +107,7 @@ impl Office {
             inner: Arc::new(Inner {
                 store,
                 clock,
-                authorities: config.authorities.clone(),
+                settings: Settings::new(config.authorities.clone()),
                 cas,
                 kek,
                 qr_secret,
@@ -129,8 +130,14 @@ impl Office {
         &self.inner.store
     }
 
-    pub fn authorities(&self) -> &BTreeMap<String, Authority> {
-        &self.inner.authorities
+    /// The authorities' settings in force (the file's, overlaid with the log's changes).
+    pub fn authorities(&self) -> Arc<BTreeMap<String, Authority>> {
+        self.inner.settings.current()
+    }
+
+    /// The handle through which the settings are read and changed.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
     }
 
     pub fn ca(&self, authority: &str) -> Option<&Ca> {
@@ -161,8 +168,8 @@ impl Office {
         self.inner.clock.now().to_offset(JST).date()
     }
 
-    fn authority(&self, id: &str) -> Result<&Authority, Problem> {
-        self.inner.authorities.get(id).ok_or_else(|| {
+    fn authority(&self, id: &str) -> Result<Authority, Problem> {
+        self.authorities().get(id).cloned().ok_or_else(|| {
             Problem::new(
                 404,
                 "unknown_authority",

@@ -382,6 +382,8 @@ impl Aggregate for Subscriber {
             | Event::StaffLockedOut(_)
             | Event::StaffUnlocked(_)
             | Event::StaffDisabled(_) => {}
+            // Authority settings too (crate::settings).
+            Event::AuthoritySettingsChanged(_) => {}
         }
     }
 }

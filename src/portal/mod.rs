@@ -4,7 +4,6 @@
 //! the domain's (the password command with its lockout, the device-binding command); the portal
 //! renders, keeps the session, and runs the WebAuthn ceremony. Rules chosen: docs/portal.md.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -47,7 +46,6 @@ struct Inner {
     sessions: Sessions<Session>,
     pages: Pages,
     ceremonies: Ceremonies,
-    authorities: BTreeMap<String, Authority>,
     /// Every portal request, per address.
     requests: RateLimit,
     /// Password entries per address, shared with the JSON API's.
@@ -70,7 +68,6 @@ impl Portal {
                 ),
                 pages: Pages::new()?,
                 ceremonies: Ceremonies::new(&config.portal)?,
-                authorities: config.authorities.clone(),
                 requests: RateLimit::new(config.portal.requests_per_minute, clock),
                 passwords,
                 secure_cookie: config.portal.base_url.starts_with("https://"),
@@ -198,8 +195,9 @@ pub fn see_other(to: &str) -> HttpResponse {
 }
 
 impl Portal {
-    fn authority(&self, id: &str) -> Option<&Authority> {
-        self.inner.authorities.get(id)
+    /// The authority's settings in force (an administrator may have changed them).
+    fn authority(&self, id: &str) -> Option<Authority> {
+        self.inner.office.authorities().get(id).cloned()
     }
 
     fn contact(&self, lang: Lang, authority: Option<&str>) -> Option<String> {
@@ -670,9 +668,9 @@ async fn ceremony_start(portal: web::Data<Portal>, req: HttpRequest) -> HttpResp
         None => portal.inner.ceremonies.start_registration(
             session.qr_id,
             &session.subscriber_id,
-            portal
+            &portal
                 .authority(&session.authority)
-                .map_or("", |a| &a.name_ja),
+                .map_or(String::new(), |a| a.name_ja),
         ),
     };
     match started {

@@ -76,8 +76,8 @@ pub fn context(
     if received.email.trim().is_empty() {
         return Err("the application gives no mail address".into());
     }
-    let authority = office
-        .authorities()
+    let authorities = office.authorities();
+    let authority = authorities
         .get(&received.authority)
         .ok_or("the authority is not configured")?;
     let routes: Vec<&str> = authority

@@ -128,6 +128,18 @@ impl Server {
         .await
     }
 
+    /// A certificate as the API serves it, PEM.
+    pub async fn certificate_pem(&self, serial: &str) -> String {
+        let response = self
+            .get(&format!("/certificates/{serial}"))
+            .header("accept", "application/x-pem-file")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "certificate {serial}");
+        response.text().await.unwrap()
+    }
+
     pub async fn timeline(&self, subscriber: &str) -> Vec<Value> {
         let entries = ok(self
             .get(&format!("/subscribers/{subscriber}/timeline"))
