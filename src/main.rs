@@ -16,9 +16,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use hpki_backoffice::audit::{self, AuditPublicKey, VerifyError};
 use hpki_backoffice::clock::{SharedClock, SystemClock, show_jst};
-use hpki_backoffice::config::{Config, LogFormat};
+use hpki_backoffice::config::{Config, LogFormat, Role};
 use hpki_backoffice::office::ImportMode;
-use hpki_backoffice::problem::OfficeError;
+use hpki_backoffice::problem::{OfficeError, Problem};
 use hpki_backoffice::serve::{self, open_store};
 use hpki_backoffice::{export, projection_runner};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -319,23 +319,46 @@ fn main() -> ExitCode {
     }
 }
 
-/// A staff actor named on the command line; deciding revocations also needs the approver
-/// role in the configuration.
-fn staff_actor(config: &Config, actor: &str, approver: bool) -> anyhow::Result<hpki_events::Actor> {
-    let parsed = hpki_events::Actor::parse(actor).map_err(|why| anyhow::anyhow!(why))?;
-    if approver {
-        let name = actor.strip_prefix("staff:").unwrap_or_default();
-        let roles = config
-            .staff
-            .get(name)
-            .map(|s| s.roles.clone())
-            .unwrap_or_default();
-        anyhow::ensure!(
-            roles.contains(&hpki_backoffice::config::Role::Approver),
-            "{actor} does not hold the approver role ([staff.{name}] roles in the configuration)"
-        );
+/// A staff actor named on the command line: an account of the log (the configuration's
+/// `[staff.*]` provisioned first, as every `hpki serve` start does), not disabled, holding
+/// `role` — the same rule as the API and the console.
+async fn staff_actor(
+    directory: &hpki_backoffice::staff::Directory,
+    actor: &str,
+    role: Role,
+) -> Result<hpki_events::Actor, OfficeError> {
+    let refused = |code: &str, ja: String, en: String| -> OfficeError {
+        Problem::new(403, code, ja, en).field("actor").into()
+    };
+    let Some(name) = actor.strip_prefix("staff:") else {
+        return Err(refused(
+            "not_staff",
+            format!("--actor「{actor}」は職員（staff:名前）ではありません"),
+            format!("--actor {actor:?} is not a staff member (staff:NAME)"),
+        ));
+    };
+    let account = directory.account(name).await?.ok_or_else(|| {
+        refused(
+            "unknown_staff",
+            format!("職員アカウント「{name}」はありません（hpki staff list）"),
+            format!("there is no staff account {name:?} (see hpki staff list)"),
+        )
+    })?;
+    if account.disabled {
+        return Err(refused(
+            "disabled",
+            format!("職員アカウント「{name}」は停止されています"),
+            format!("the staff account {name} is disabled"),
+        ));
     }
-    Ok(parsed)
+    if !account.holds(role) {
+        return Err(refused(
+            "role_required",
+            format!("{actor} は役割「{}」を持っていません", role.as_str()),
+            format!("{actor} does not hold the {} role", role.as_str()),
+        ));
+    }
+    Ok(account.actor())
 }
 
 /// The commands after issuance: each prints its result as JSON; a refusal prints its message
@@ -346,6 +369,8 @@ async fn lifecycle_command(
     clock: SharedClock,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(config, clock.clone()).await?;
+    let directory = hpki_backoffice::staff::Directory::new(store.clone(), clock.clone(), config)?;
+    directory.provision(config).await?;
     let office = serve::office(config, store, clock).await?;
     let result: Result<serde_json::Value, OfficeError> = async {
         Ok(match command {
@@ -359,7 +384,7 @@ async fn lifecycle_command(
                 reason,
                 actor,
             }) => {
-                let actor = staff_actor(config, &actor, false)?;
+                let actor = staff_actor(&directory, &actor, Role::Officer).await?;
                 let id = office
                     .request_reissue(&certificate_serial, channel, reason, &actor)
                     .await?;
@@ -367,18 +392,25 @@ async fn lifecycle_command(
             }
             Command::Reissue(ReissueCommand::CheckDocuments { id, actor }) => {
                 office
-                    .check_reissue_documents(id, &staff_actor(config, &actor, false)?)
+                    .check_reissue_documents(
+                        id,
+                        &staff_actor(&directory, &actor, Role::Officer).await?,
+                    )
                     .await?;
                 serde_json::json!({ "id": id, "documents_checked": true })
             }
             Command::Reissue(ReissueCommand::Approve { id, actor }) => json(
                 &office
-                    .approve_reissue(id, &staff_actor(config, &actor, false)?)
+                    .approve_reissue(id, &staff_actor(&directory, &actor, Role::Officer).await?)
                     .await?,
             ),
             Command::Reissue(ReissueCommand::Reject { id, reason, actor }) => {
                 office
-                    .reject_reissue(id, &reason, &staff_actor(config, &actor, false)?)
+                    .reject_reissue(
+                        id,
+                        &reason,
+                        &staff_actor(&directory, &actor, Role::Officer).await?,
+                    )
                     .await?;
                 serde_json::json!({ "id": id, "rejected": true })
             }
@@ -388,7 +420,7 @@ async fn lifecycle_command(
                 note,
                 actor,
             }) => {
-                let actor = staff_actor(config, &actor, false)?;
+                let actor = staff_actor(&directory, &actor, Role::Officer).await?;
                 let id = office
                     .report_loss(&certificate_serial, kind, &note, &actor)
                     .await?;
@@ -396,7 +428,11 @@ async fn lifecycle_command(
             }
             Command::Loss(LossCommand::Close { id, note, actor }) => {
                 office
-                    .close_case(id, &note, &staff_actor(config, &actor, false)?)
+                    .close_case(
+                        id,
+                        &note,
+                        &staff_actor(&directory, &actor, Role::Officer).await?,
+                    )
                     .await?;
                 serde_json::json!({ "id": id, "closed": true })
             }
@@ -414,18 +450,25 @@ async fn lifecycle_command(
                     case_id: case,
                 };
                 let proposed = office
-                    .propose_revocation(&form, &staff_actor(config, &actor, false)?)
+                    .propose_revocation(
+                        &form,
+                        &staff_actor(&directory, &actor, Role::Officer).await?,
+                    )
                     .await?;
                 json(&proposed)
             }
             Command::Revocation(RevocationCommand::Approve { id, actor }) => json(
                 &office
-                    .approve_revocation(id, &staff_actor(config, &actor, true)?)
+                    .approve_revocation(id, &staff_actor(&directory, &actor, Role::Approver).await?)
                     .await?,
             ),
             Command::Revocation(RevocationCommand::Reject { id, reason, actor }) => {
                 office
-                    .reject_revocation(id, &reason, &staff_actor(config, &actor, true)?)
+                    .reject_revocation(
+                        id,
+                        &reason,
+                        &staff_actor(&directory, &actor, Role::Approver).await?,
+                    )
                     .await?;
                 serde_json::json!({ "id": id, "rejected": true })
             }

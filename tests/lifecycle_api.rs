@@ -695,8 +695,21 @@ async fn the_cli_runs_the_lifecycle_commands_with_dual_control() {
         "staff:suzuki",
     ])
     .await;
-    assert_eq!(code, Some(1));
-    assert!(err.contains("approver role"), "{err}");
+    assert_eq!(code, Some(2), "a refusal: {err}");
+    assert!(err.contains("does not hold the approver role"), "{err}");
+    // Only accounts of the log act; the configuration's were provisioned into it.
+    let (code, _, err) = run(&[
+        "loss",
+        "report",
+        &card,
+        "--kind",
+        "card",
+        "--actor",
+        "staff:nobody",
+    ])
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("there is no staff account"), "{err}");
     let (code, out, err) =
         run(&["revocation", "approve", &proposal, "--actor", "staff:sato"]).await;
     assert_eq!(code, Some(0), "{err}");
@@ -713,6 +726,38 @@ async fn the_cli_runs_the_lifecycle_commands_with_dual_control() {
     let (code, out, err) = run(&["qr", "expire"]).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(json_of(&out)["qrs_expired"].is_number());
+
+    // A disabled account no longer acts, whatever the configuration says.
+    let directory = hpki_backoffice::staff::Directory::new(
+        server.running.store.clone(),
+        server.clock.clone(),
+        &server.config,
+    )
+    .unwrap();
+    let admin = hpki_events::Actor::parse("staff:admin").unwrap();
+    directory.disable("suzuki", "退職", &admin).await.unwrap();
+    let subscriber = || async {
+        let store = &server.running.store;
+        store
+            .read_stream("subscriber-jma-666666")
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = subscriber().await;
+    let (code, _, err) = run(&[
+        "loss",
+        "report",
+        &card,
+        "--kind",
+        "card",
+        "--actor",
+        "staff:suzuki",
+    ])
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is disabled"), "{err}");
+    assert_eq!(subscriber().await, before, "nothing recorded");
     server.running.server.stop(true).await;
 }
 
