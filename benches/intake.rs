@@ -61,7 +61,9 @@ async fn office(url: &str, dir: &std::path::Path) -> Office {
     let store = hpki_backoffice::serve::open_store(&config, clock.clone())
         .await
         .unwrap();
-    hpki_backoffice::serve::office(&config, store, clock).unwrap()
+    hpki_backoffice::serve::office(&config, store, clock)
+        .await
+        .unwrap()
 }
 
 async fn run(backend: &str, url: &str, rows: usize, pairs: usize) {

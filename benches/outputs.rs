@@ -289,7 +289,9 @@ async fn mail(n: usize) {
     let store = hpki_backoffice::serve::open_store(&config, clock.clone())
         .await
         .unwrap();
-    let office = hpki_backoffice::serve::office(&config, store, clock).unwrap();
+    let office = hpki_backoffice::serve::office(&config, store, clock)
+        .await
+        .unwrap();
     let mut rng = fastrand::Rng::with_seed(3);
     let mut csv = String::from(
         "認証局,氏名,氏名（カナ）,氏名（ローマ字）,生年月日,職種,登録番号,メールアドレス,郵便番号,住所,送付先\r\n",

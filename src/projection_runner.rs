@@ -2,16 +2,17 @@
 //! transaction, and the checkpoint only moves from the value the batch was read after, so a
 //! crash or a second runner can neither skip nor repeat an event.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use futures::TryStreamExt;
 use hpki_events::RecordedEvent;
-use hpki_projections::{MemoryModel, Projection};
+use hpki_projections::{Change, Doc, Projection};
 use time::OffsetDateTime;
 
-use crate::store::{SqliteStore, Store};
+use crate::store::{Spill, SqliteStore, Store, StoreError};
 
 /// Events read per transaction when following the log.
 const BATCH: i64 = 1_000;
@@ -88,33 +89,116 @@ pub async fn status(store: &Store) -> anyhow::Result<Vec<Status>> {
     Ok(out)
 }
 
-/// Folds the log into memory from position 1, stopping before the first event recorded after
-/// `as_of` (reading to the end when `None`). Returns the models and the last row folded.
+/// Documents a fold keeps in memory before it writes them out to its spill. Bounds the memory
+/// of a rebuild or replay whatever the size of the log: 20,000 documents are some tens of MB.
+const FOLD_CACHE_DOCS: usize = 20_000;
+
+/// Every projection's documents while the log is folded: a bounded cache in front of a SQLite
+/// `read_models` table (the replay's own file, or a scratch file for a rebuild). A patch of a
+/// document already written out reads it back first.
+struct Folded<'a> {
+    projections: &'a [Box<dyn Projection>],
+    /// By projection; `None` records that a document is absent (deleted, or never there).
+    cache: Vec<HashMap<String, Option<Doc>>>,
+    cached: usize,
+    /// Documents held before they are written out.
+    limit: usize,
+    spill: &'a Spill,
+}
+
+impl<'a> Folded<'a> {
+    fn new(projections: &'a [Box<dyn Projection>], spill: &'a Spill, limit: usize) -> Folded<'a> {
+        Folded {
+            projections,
+            cache: projections.iter().map(|_| HashMap::new()).collect(),
+            cached: 0,
+            limit,
+            spill,
+        }
+    }
+
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), StoreError> {
+        for (i, projection) in self.projections.iter().enumerate() {
+            for change in projection.apply(event) {
+                match change {
+                    Change::Put { key, doc } => self.hold(i, key, Some(doc)),
+                    Change::Delete { key } => self.hold(i, key, None),
+                    Change::Patch { key, list, merge } => {
+                        if !self.cache[i].contains_key(&key) {
+                            let stored = self.spill.doc(projection.name(), &key).await?;
+                            self.hold(i, key.clone(), stored);
+                        }
+                        if let Some(Some(doc)) = self.cache[i].get_mut(&key) {
+                            hpki_projections::patch(doc, list.as_deref(), &merge);
+                        }
+                    }
+                }
+            }
+        }
+        if self.cached >= self.limit {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, projection: usize, key: String, doc: Option<Doc>) {
+        if self.cache[projection].insert(key, doc).is_none() {
+            self.cached += 1;
+        }
+    }
+
+    /// Writes out every cached document, in key order, and empties the cache.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        for (projection, cache) in self.projections.iter().zip(&mut self.cache) {
+            let mut docs: Vec<_> = cache.iter().collect();
+            docs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            self.spill.write(projection.name(), &docs).await?;
+            cache.clear();
+        }
+        self.cached = 0;
+        Ok(())
+    }
+}
+
+/// Folds the log into `spill` from position 1, stopping before the first event recorded after
+/// `as_of` (reading to the end when `None`). Returns the last event folded. Events are
+/// streamed and documents written out in pages, so memory stays flat.
 async fn fold(
     store: &Store,
     projections: &[Box<dyn Projection>],
+    spill: &Spill,
     as_of: Option<OffsetDateTime>,
     progress: &dyn Fn(i64),
-) -> anyhow::Result<(Vec<MemoryModel>, Option<RecordedEvent>)> {
-    let mut models: Vec<MemoryModel> = projections.iter().map(|_| MemoryModel::default()).collect();
+) -> anyhow::Result<Option<RecordedEvent>> {
+    let mut folded = Folded::new(projections, spill, FOLD_CACHE_DOCS);
     let mut last = None;
     let mut events = std::pin::pin!(store.read_decoded(0));
     while let Some(event) = events.try_next().await? {
         if as_of.is_some_and(|as_of| event.recorded_at > as_of) {
             break;
         }
-        for (projection, model) in projections.iter().zip(&mut models) {
-            model.apply(projection.apply(&event));
-        }
+        folded.apply(&event).await?;
         if event.position % 100_000 == 0 {
             progress(event.position);
         }
         last = Some(event);
     }
-    Ok((models, last))
+    folded.flush().await?;
+    Ok(last)
+}
+
+/// A new SQLite file holding only read models, for a fold to write into.
+async fn spill_at(path: &Path) -> anyhow::Result<Spill> {
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::connect(&url)
+        .await
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(Spill { store })
 }
 
 /// Rebuilds projections from position 0 and swaps their documents in one transaction each.
+/// The fold is written to a scratch SQLite file in the system's temporary folder first
+/// (`TMPDIR`), then streamed into the store.
 pub async fn rebuild(
     store: &Store,
     only: Option<&str>,
@@ -132,15 +216,18 @@ pub async fn rebuild(
             known.join(", ")
         );
     }
-    let (models, last) = fold(store, &projections, None, progress).await?;
+    let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
+    let spill = spill_at(&scratch.path().join("rebuild.db")).await?;
+    let last = fold(store, &projections, &spill, None, progress).await?;
     let position = last.map_or(0, |event| event.position);
     let mut done = Vec::new();
-    for (projection, model) in projections.iter().zip(models) {
+    for projection in &projections {
         store
-            .replace_projection(projection.name(), &model.docs, position)
+            .replace_projection(projection.name(), spill.docs(projection.name()), position)
             .await?;
         done.push((projection.name(), position));
     }
+    spill.store.pool.close().await;
     Ok(done)
 }
 
@@ -168,20 +255,31 @@ pub async fn replay_as_of(
         );
     }
     let projections = hpki_projections::all();
-    let (models, last) = fold(store, &projections, Some(as_of), progress).await?;
+    let spill = spill_at(out).await?;
+    let folded = fold(store, &projections, &spill, Some(as_of), progress).await;
+    let last = match folded {
+        Ok(last) => last,
+        Err(error) => {
+            // Nothing half-written is left behind.
+            spill.store.pool.close().await;
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = out.as_os_str().to_owned();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(error);
+        }
+    };
     let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |event| {
         (event.position, event.hash.to_hex())
     });
-
-    let url = format!("sqlite://{}", out.display());
-    let target = SqliteStore::connect(&url)
-        .await
-        .with_context(|| format!("creating {}", out.display()))?;
-    let mut documents = 0;
-    for (projection, model) in projections.iter().zip(&models) {
-        documents += model.docs.len();
-        target
-            .replace_projection(projection.name(), &model.docs, position)
+    let documents = spill.count().await? as usize;
+    let target = &spill.store;
+    for projection in &projections {
+        sqlx::query("INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?2)")
+            .bind(projection.name())
+            .bind(position)
+            .execute(&target.pool)
             .await?;
     }
     sqlx::query(
@@ -202,4 +300,90 @@ pub async fn replay_as_of(
         hash,
         documents,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hpki_events::vocabulary::StaffUnlocked;
+    use hpki_events::{Actor, Event, GENESIS_HASH, Metadata};
+    use hpki_projections::MemoryModel;
+    use serde_json::json;
+
+    /// Answers the event at position `p` with the changes scripted for it.
+    struct Scripted(Vec<Vec<Change>>);
+
+    impl Projection for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
+            self.0[event.position as usize].clone()
+        }
+    }
+
+    fn event(position: i64) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            stream: "test".into(),
+            version: position,
+            event_id: uuid::Uuid::new_v4(),
+            recorded_at: OffsetDateTime::UNIX_EPOCH,
+            metadata: Metadata::new(Actor::system("test")),
+            event: Event::StaffUnlocked(StaffUnlocked {}),
+            hash: GENESIS_HASH,
+        }
+    }
+
+    /// Puts, patches (of documents held and of documents already written out), deletes and
+    /// puts again over 40 keys, with room for only 3 documents: the spill ends holding what
+    /// the in-memory reference holds.
+    #[tokio::test]
+    async fn a_fold_that_spills_ends_where_the_in_memory_fold_ends() {
+        let mut script = Vec::new();
+        for step in 0..600u64 {
+            // A fixed pseudo-random walk (no seed to vary between runs).
+            let n = step.wrapping_mul(2_654_435_761) % 1_000;
+            let key = format!("k{:02}", (n / 7) % 40);
+            script.push(vec![match n % 5 {
+                0 | 1 => Change::Put {
+                    key,
+                    doc: Doc {
+                        list: format!("l{}", n % 3),
+                        sort_key: step.to_string(),
+                        body: json!({"put": step, "n": n}),
+                    },
+                },
+                2 | 3 => Change::Patch {
+                    key,
+                    list: (n % 2 == 0).then(|| "patched".to_owned()),
+                    merge: json!({"patched": step, "n": null}),
+                },
+                _ => Change::Delete { key },
+            }]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let spill = spill_at(&dir.path().join("spill.db")).await.unwrap();
+        let projections: Vec<Box<dyn Projection>> = vec![Box::new(Scripted(script.clone()))];
+        let mut folded = Folded::new(&projections, &spill, 3);
+        let mut reference = MemoryModel::default();
+        for (position, changes) in script.into_iter().enumerate() {
+            folded.apply(&event(position as i64)).await.unwrap();
+            reference.apply(changes);
+        }
+        folded.flush().await.unwrap();
+        let spilled: Vec<(String, Doc)> = spill.docs("scripted").try_collect().await.unwrap();
+        let expected: Vec<(String, Doc)> = reference.docs.into_iter().collect();
+        assert!(
+            expected.len() > 5,
+            "the script leaves documents: {expected:?}"
+        );
+        assert!(
+            expected
+                .iter()
+                .any(|(_, d)| d.body.get("patched").is_some()),
+            "the script patches documents"
+        );
+        assert_eq!(spilled, expected);
+    }
 }

@@ -1,7 +1,7 @@
 //! Read models: pure folds from events to documents. A projection looks at one event and says
 //! which documents change; it never reads or writes a database. The runner in the application
 //! (`src/projection_runner.rs`) applies those changes in the same transaction as the
-//! projection's checkpoint, or into memory when replaying.
+//! projection's checkpoint, or into a SQLite file when rebuilding or replaying.
 
 use std::collections::BTreeMap;
 
@@ -83,7 +83,8 @@ pub fn all() -> Vec<Box<dyn Projection>> {
     ]
 }
 
-/// A projection's documents held in memory: for replay, rebuild and tests.
+/// A projection's documents held in memory: the reference the runner's bounded fold is tested
+/// against, and the projections' own tests.
 #[derive(Default, Debug)]
 pub struct MemoryModel {
     pub docs: BTreeMap<String, Doc>,

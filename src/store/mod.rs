@@ -26,7 +26,7 @@ use crate::clock::SharedClock;
 
 pub use postgres::PgStore;
 pub use side::{PooledKey, StaffCredential, StoredPhoto};
-pub use sqlite::SqliteStore;
+pub use sqlite::{Spill, SqliteStore};
 
 /// What the appender believes the stream's version to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -426,6 +426,10 @@ impl Db {
 }
 
 /// Hides a password in a database URL before it is shown.
+/// Documents of a projection, streamed (key, document).
+pub type DocStream<'a> =
+    futures::stream::BoxStream<'a, Result<(String, hpki_projections::Doc), StoreError>>;
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -756,10 +760,12 @@ impl Store {
         }
     }
 
+    /// Replaces a projection's documents with `docs` and sets its checkpoint, in one
+    /// transaction.
     pub async fn replace_projection(
         &self,
         name: &str,
-        docs: &std::collections::BTreeMap<String, hpki_projections::Doc>,
+        docs: DocStream<'_>,
         position: i64,
     ) -> Result<(), StoreError> {
         match &self.db {

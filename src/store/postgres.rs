@@ -2,10 +2,11 @@
 //! positions are assigned and become visible strictly in order across every process sharing
 //! the database; the in-process group commit keeps that lock's cost per event small.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::TryStreamExt as _;
 use hpki_events::ChainHash;
 use hpki_projections::{Change, Doc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -208,7 +209,7 @@ impl PgStore {
     pub async fn replace_projection(
         &self,
         name: &str,
-        docs: &BTreeMap<String, Doc>,
+        docs: super::DocStream<'_>,
         position: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -216,8 +217,8 @@ impl PgStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let docs: Vec<_> = docs.iter().collect();
-        for chunk in docs.chunks(5_000) {
+        let mut chunks = std::pin::pin!(docs.try_chunks(5_000));
+        while let Some(chunk) = chunks.try_next().await.map_err(|e| e.1)? {
             let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
             let lists: Vec<&str> = chunk.iter().map(|(_, d)| d.list.as_str()).collect();
             let sort_keys: Vec<&str> = chunk.iter().map(|(_, d)| d.sort_key.as_str()).collect();

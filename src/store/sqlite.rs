@@ -2,11 +2,12 @@
 //! survives a power cut). `BEGIN IMMEDIATE` takes the database's write lock up front, which
 //! serialises appends across processes the way the `log_head` row lock does on PostgreSQL.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::TryStreamExt as _;
 use hpki_events::ChainHash;
 use hpki_projections::{Change, Doc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -241,11 +242,18 @@ impl SqliteStore {
     pub async fn replace_projection(
         &self,
         name: &str,
-        docs: &BTreeMap<String, Doc>,
+        docs: super::DocStream<'_>,
         position: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        write_docs(&mut tx, name, docs).await?;
+        sqlx::query("DELETE FROM read_models WHERE projection = ?1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let mut chunks = std::pin::pin!(docs.try_chunks(INSERT_CHUNK));
+        while let Some(chunk) = chunks.try_next().await.map_err(|e| e.1)? {
+            upsert_docs(&mut tx, name, chunk.iter().map(|(k, d)| (k, d))).await?;
+        }
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET position = ?2",
@@ -278,32 +286,97 @@ impl SqliteStore {
     }
 }
 
-/// Writes a projection's documents, replacing any it had: used by rebuild and by replay,
-/// which writes into a fresh SQLite file.
-pub async fn write_docs(
+/// Writes documents of a projection, replacing those with the same keys; at most
+/// `INSERT_CHUNK` a call.
+pub async fn upsert_docs<'a>(
     tx: &mut Transaction<'static, Sqlite>,
     name: &str,
-    docs: &BTreeMap<String, Doc>,
+    docs: impl Iterator<Item = (&'a String, &'a Doc)>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM read_models WHERE projection = ?1")
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
-    let docs: Vec<_> = docs.iter().collect();
-    for chunk in docs.chunks(INSERT_CHUNK) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO read_models (projection, key, list, sort_key, body) ",
-        );
-        insert.push_values(chunk, |mut row, (key, doc)| {
-            row.push_bind(name)
-                .push_bind(key.as_str())
-                .push_bind(doc.list.as_str())
-                .push_bind(doc.sort_key.as_str())
-                .push_bind(doc.body.to_string());
-        });
-        insert.build().execute(&mut **tx).await?;
+    let mut docs = docs.peekable();
+    if docs.peek().is_none() {
+        return Ok(());
     }
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO read_models (projection, key, list, sort_key, body) ",
+    );
+    insert.push_values(docs, |mut row, (key, doc)| {
+        row.push_bind(name)
+            .push_bind(key.as_str())
+            .push_bind(doc.list.as_str())
+            .push_bind(doc.sort_key.as_str())
+            .push_bind(doc.body.to_string());
+    });
+    insert.push(
+        " ON CONFLICT (projection, key) DO UPDATE SET list = excluded.list, \
+         sort_key = excluded.sort_key, body = excluded.body",
+    );
+    insert.build().execute(&mut **tx).await?;
     Ok(())
+}
+
+/// The fold's spill (`src/projection_runner.rs`): a SQLite `read_models` table written in
+/// pages while the log is folded, read back one document at a time when a later event
+/// patches it, and streamed out at the end.
+pub struct Spill {
+    pub store: SqliteStore,
+}
+
+impl Spill {
+    pub async fn doc(&self, name: &str, key: &str) -> Result<Option<Doc>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key, list, sort_key, body FROM read_models WHERE projection = ?1 AND key = ?2",
+        )
+        .bind(name)
+        .bind(key)
+        .fetch_optional(&self.store.pool)
+        .await?;
+        Ok(row.as_ref().map(doc_row).transpose()?.map(|(_, doc)| doc))
+    }
+
+    /// Writes `docs` (`None`: no such document) in one transaction.
+    pub async fn write(
+        &self,
+        name: &str,
+        docs: &[(&String, &Option<Doc>)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.store.pool.begin().await?;
+        let present: Vec<_> = docs
+            .iter()
+            .filter_map(|(k, d)| d.as_ref().map(|d| (*k, d)))
+            .collect();
+        for chunk in present.chunks(INSERT_CHUNK) {
+            upsert_docs(&mut tx, name, chunk.iter().copied()).await?;
+        }
+        for (key, _) in docs.iter().filter(|(_, d)| d.is_none()) {
+            sqlx::query("DELETE FROM read_models WHERE projection = ?1 AND key = ?2")
+                .bind(name)
+                .bind(key.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every document of a projection, by key.
+    pub fn docs<'a>(&'a self, name: &'a str) -> super::DocStream<'a> {
+        Box::pin(
+            sqlx::query(
+                "SELECT key, list, sort_key, body FROM read_models WHERE projection = ?1 ORDER BY key",
+            )
+            .bind(name)
+            .fetch(&self.store.pool)
+            .map_err(StoreError::from)
+            .and_then(|row| async move { doc_row(&row) }),
+        )
+    }
+
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM read_models")
+            .fetch_one(&self.store.pool)
+            .await?)
+    }
 }
 
 async fn apply_change(
