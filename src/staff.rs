@@ -611,11 +611,38 @@ impl Directory {
             .collect()
     }
 
+    /// Records a sign-in, and stores the passkey's new signature counter: webauthn-rs refuses
+    /// a later sign-in whose counter is not above the stored one (a cloned authenticator), which
+    /// only works if the stored one follows.
     pub async fn signed_in(
         &self,
         account: &Account,
-        credential_id: &str,
+        verified: &crate::portal::ceremony::Verified,
     ) -> Result<(), OfficeError> {
+        let credential_id = verified.credential_id.as_str();
+        for (id, json) in self
+            .store
+            .staff_credentials(&account.name, "passkey")
+            .await?
+        {
+            if id != credential_id {
+                continue;
+            }
+            let mut passkey: webauthn_rs::prelude::Passkey =
+                serde_json::from_str(&json).map_err(|e| anyhow::anyhow!(e))?;
+            if passkey.update_credential(&verified.result) == Some(true) {
+                let json = serde_json::to_string(&passkey).map_err(|e| anyhow::anyhow!(e))?;
+                self.store
+                    .put_staff_credential(&StaffCredential {
+                        name: &account.name,
+                        kind: "passkey",
+                        id: &id,
+                        secret: &json,
+                        expires_at: None,
+                    })
+                    .await?;
+            }
+        }
         self.append(
             &account.name,
             account.version,

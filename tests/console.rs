@@ -141,6 +141,23 @@ async fn the_first_administrator_sets_up_through_the_link_and_signs_in_with_both
             "/console/sign-in"
         );
 
+        // The stored passkey follows the authenticator's signature counter (the software key
+        // counts each signature), so a cloned key's older counter would be refused.
+        let counter = || async {
+            let stored = server
+                .running
+                .store
+                .staff_credentials("admin", "passkey")
+                .await
+                .unwrap();
+            let passkey: serde_json::Value = serde_json::from_str(&stored[0].1).unwrap();
+            passkey["cred"]["counter"].as_u64().unwrap()
+        };
+        let after_first = counter().await;
+        assert!(after_first >= 1, "{after_first}");
+        desk.sign_in("admin", PASSWORD).await;
+        assert_eq!(counter().await, after_first + 1);
+
         // No password hash, passkey or link token in the log's export.
         let mut export = Vec::new();
         hpki_backoffice::export::export(&server.running.store, &mut export, &|_| {})

@@ -282,8 +282,8 @@ async fn ceremony_finish(
                 .ceremonies
                 .finish_authentication(&answer, &state)
             {
-                Ok(credential) => {
-                    if let Err(e) = directory.signed_in(&account, &credential).await {
+                Ok(verified) => {
+                    if let Err(e) = directory.signed_in(&account, &verified).await {
                         tracing::error!(error = %e, "recording a sign-in failed");
                         return ceremony_error(
                             500,

@@ -176,12 +176,12 @@ impl Ceremonies {
     }
 
     /// Verifies the browser's answer to a sign-in (challenge, origin, user verification, the
-    /// signature by the registered key).
+    /// signature by the registered key, a signature counter that did not go back).
     pub fn finish_authentication(
         &self,
         answer: &serde_json::Value,
         state: &PasskeyAuthentication,
-    ) -> Result<String, String> {
+    ) -> Result<Verified, String> {
         let answer: PublicKeyCredential = serde_json::from_value(answer.clone())
             .map_err(|e| format!("not a WebAuthn sign-in: {e}"))?;
         let result = self
@@ -191,8 +191,19 @@ impl Ceremonies {
         if !result.user_verified() {
             return Err("the authenticator did not verify the user".into());
         }
-        Ok(URL_SAFE_NO_PAD.encode(result.cred_id().as_slice()))
+        Ok(Verified {
+            credential_id: URL_SAFE_NO_PAD.encode(result.cred_id().as_slice()),
+            result,
+        })
     }
+}
+
+/// A sign-in that verified: the credential used, and what the authenticator reported (its
+/// signature counter, for the stored passkey to follow).
+pub struct Verified {
+    /// base64url.
+    pub credential_id: String,
+    pub result: webauthn_rs::prelude::AuthenticationResult,
 }
 
 /// The AAGUID and the COSE public key's exact bytes from a verified attestation object.
