@@ -40,12 +40,21 @@ fn local(server: &Server, link: &str) -> String {
 #[derive(Default)]
 struct Keys {
     by_name: std::collections::HashMap<String, serde_json::Value>,
-    plugged: Option<String>,
+    /// The authenticator plugged in, and whose it is.
+    plugged: Option<(String, String)>,
 }
 
 impl Keys {
+    /// Takes the authenticator out, keeping its credential as it now stands: its signature
+    /// counter has risen with each sign-in, and the console refuses one that goes back (a
+    /// cloned key), so the next authenticator must carry on from here.
     async fn unplug(&mut self, browser: &Browser) {
-        if let Some(id) = self.plugged.take() {
+        if let Some((id, name)) = self.plugged.take() {
+            if self.by_name.contains_key(&name) {
+                let credentials = browser.credentials(&id).await;
+                assert_eq!(credentials.len(), 1, "{name}");
+                self.by_name.insert(name, credentials[0].clone());
+            }
             browser.remove_authenticator(&id).await;
         }
     }
@@ -57,7 +66,7 @@ impl Keys {
         if let Some(credential) = self.by_name.get(name) {
             browser.add_credential(&id, credential).await;
         }
-        self.plugged = Some(id.clone());
+        self.plugged = Some((id.clone(), name.to_owned()));
         id
     }
 
@@ -209,6 +218,7 @@ async fn staff_work_in_chromium_with_passkeys_roles_and_dual_control() {
         .to_owned();
 
     // The officer: password and passkey, the dashboard, the inbox, the detail, approve.
+    let yamada_at_setup = keys.by_name["yamada"].clone();
     keys.sign_in(&browser, &server, "yamada", "dashboard").await;
     browser.wait_for_text("#tile-documents-checked", "2").await;
     browser.screenshot(&shot("02-dashboard")).await;
@@ -281,6 +291,20 @@ async fn staff_work_in_chromium_with_passkeys_roles_and_dual_control() {
         .wait_for_text("table.crls[data-authority='jma'] .entries", "1")
         .await;
     browser.screenshot(&shot("06-crls")).await;
+
+    // A copy of the officer's key taken at setup (a cloned authenticator) signs correctly, but
+    // its signature counter is behind the one the console stored: refused.
+    keys.unplug(&browser).await;
+    let genuine = keys
+        .by_name
+        .insert("yamada".into(), yamada_at_setup)
+        .unwrap();
+    keys.sign_in(&browser, &server, "yamada", "passkey").await;
+    browser
+        .wait_for_text("#error", "パスキーを確認できませんでした")
+        .await;
+    keys.unplug(&browser).await;
+    keys.by_name.insert("yamada".into(), genuine);
 
     // The mail house: only its print page and its batches; it uploads a confirmation.
     // A mail house lands on its print batches.
