@@ -3,6 +3,7 @@
 //! crash or a second runner can neither skip nor repeat an event.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use hpki_events::RecordedEvent;
 use hpki_projections::{Change, Doc, Projection};
 use time::OffsetDateTime;
 
-use crate::store::{Spill, SqliteStore, Store, StoreError};
+use crate::store::{Spill, SqliteStore, Store, StoreError, spill};
 
 /// Events read per transaction when following the log.
 const BATCH: i64 = 1_000;
@@ -94,16 +95,26 @@ pub async fn status(store: &Store) -> anyhow::Result<Vec<Status>> {
 const FOLD_CACHE_DOCS: usize = 20_000;
 
 /// Every projection's documents while the log is folded: a bounded cache in front of a SQLite
-/// `read_models` table (the replay's own file, or a scratch file for a rebuild). A patch of a
-/// document already written out reads it back first.
+/// `read_models` table (the replay's own file, or a scratch file for a rebuild). When the cache
+/// is full, the documents not used again since they came in (or since the last time it was
+/// full) are handed to the spill's writer thread, which writes them while the fold goes on; the
+/// ones in use stay, so a document every few events touch (a stream's row) is written once,
+/// not at every turn. A patch of a document already handed over reads it back first.
 struct Folded<'a> {
     projections: &'a [Box<dyn Projection>],
-    /// By projection; `None` records that a document is absent (deleted, or never there).
-    cache: Vec<HashMap<String, Option<Doc>>>,
+    /// By projection.
+    cache: Vec<HashMap<String, Held>>,
     cached: usize,
     /// Documents held before they are written out.
     limit: usize,
     spill: &'a Spill,
+}
+
+struct Held {
+    /// `None` records that the document is absent (deleted, or never there).
+    doc: Option<Doc>,
+    /// Used again since it came in or since the cache was last full.
+    again: bool,
 }
 
 impl<'a> Folded<'a> {
@@ -124,11 +135,16 @@ impl<'a> Folded<'a> {
                     Change::Put { key, doc } => self.hold(i, key, Some(doc)),
                     Change::Delete { key } => self.hold(i, key, None),
                     Change::Patch { key, list, merge } => {
-                        if !self.cache[i].contains_key(&key) {
-                            let stored = self.spill.doc(projection.name(), &key).await?;
-                            self.hold(i, key.clone(), stored);
+                        if let Some(held) = self.cache[i].get_mut(&key) {
+                            held.again = true;
+                        } else {
+                            let doc = self.spill.doc(projection.name(), &key).await?;
+                            self.cached += 1;
+                            let held = Held { doc, again: false };
+                            self.cache[i].insert(key.clone(), held);
                         }
-                        if let Some(Some(doc)) = self.cache[i].get_mut(&key) {
+                        let held = self.cache[i].get_mut(&key);
+                        if let Some(doc) = held.and_then(|held| held.doc.as_mut()) {
                             hpki_projections::patch(doc, list.as_deref(), &merge);
                         }
                     }
@@ -136,26 +152,37 @@ impl<'a> Folded<'a> {
             }
         }
         if self.cached >= self.limit {
-            self.flush().await?;
+            self.flush(false).await?;
+            // Nearly all in use: write everything, so memory stays bounded.
+            if self.cached >= self.limit * 3 / 4 {
+                self.flush(true).await?;
+            }
         }
         Ok(())
     }
 
     fn hold(&mut self, projection: usize, key: String, doc: Option<Doc>) {
-        if self.cache[projection].insert(key, doc).is_none() {
-            self.cached += 1;
+        match self.cache[projection].entry(key) {
+            Entry::Occupied(mut held) => *held.get_mut() = Held { doc, again: true },
+            Entry::Vacant(vacant) => {
+                vacant.insert(Held { doc, again: false });
+                self.cached += 1;
+            }
         }
     }
 
-    /// Writes out every cached document, in key order, and empties the cache.
-    async fn flush(&mut self) -> Result<(), StoreError> {
+    /// Hands the documents not used again since the last flush (`all`: every document), in
+    /// key order, to the spill and forgets them; the others stay, counted as unused from now.
+    async fn flush(&mut self, all: bool) -> Result<(), StoreError> {
         for (projection, cache) in self.projections.iter().zip(&mut self.cache) {
-            let mut docs: Vec<_> = cache.iter().collect();
-            docs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            self.spill.write(projection.name(), &docs).await?;
-            cache.clear();
+            let mut docs: Vec<_> = cache
+                .extract_if(|_, held| all || !std::mem::replace(&mut held.again, false))
+                .map(|(key, held)| (key, held.doc))
+                .collect();
+            self.cached -= docs.len();
+            docs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.spill.write(projection.name(), docs).await?;
         }
-        self.cached = 0;
         Ok(())
     }
 }
@@ -183,17 +210,15 @@ async fn fold(
         }
         last = Some(event);
     }
-    folded.flush().await?;
+    folded.flush(true).await?;
     Ok(last)
 }
 
 /// A new SQLite file holding only read models, for a fold to write into.
 async fn spill_at(path: &Path) -> anyhow::Result<Spill> {
-    let url = format!("sqlite://{}", path.display());
-    let store = SqliteStore::connect(&url)
+    Spill::create(path)
         .await
-        .with_context(|| format!("creating {}", path.display()))?;
-    Ok(Spill { store })
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 /// Rebuilds projections from position 0 and swaps their documents in one transaction each.
@@ -218,16 +243,27 @@ pub async fn rebuild(
     }
     let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
     let spill = spill_at(&scratch.path().join("rebuild.db")).await?;
-    let last = fold(store, &projections, &spill, None, progress).await?;
+    let last = match fold(store, &projections, &spill, None, progress).await {
+        Ok(last) => last,
+        Err(error) => {
+            spill.abandon().await;
+            return Err(error);
+        }
+    };
+    let path = spill.path().to_owned();
+    spill.finish().await?;
     let position = last.map_or(0, |event| event.position);
     let mut done = Vec::new();
     for projection in &projections {
         store
-            .replace_projection(projection.name(), spill.docs(projection.name()), position)
+            .replace_projection(
+                projection.name(),
+                spill::docs(&path, projection.name()),
+                position,
+            )
             .await?;
         done.push((projection.name(), position));
     }
-    spill.store.pool.close().await;
     Ok(done)
 }
 
@@ -261,7 +297,7 @@ pub async fn replay_as_of(
         Ok(last) => last,
         Err(error) => {
             // Nothing half-written is left behind.
-            spill.store.pool.close().await;
+            spill.abandon().await;
             for suffix in ["", "-wal", "-shm"] {
                 let mut file = out.as_os_str().to_owned();
                 file.push(suffix);
@@ -273,8 +309,8 @@ pub async fn replay_as_of(
     let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |event| {
         (event.position, event.hash.to_hex())
     });
-    let documents = spill.count().await? as usize;
-    let target = &spill.store;
+    let documents = spill.finish_as_store().await? as usize;
+    let target = SqliteStore::connect(&format!("sqlite://{}", out.display())).await?;
     for projection in &projections {
         sqlx::query("INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?2)")
             .bind(projection.name())
@@ -362,17 +398,10 @@ mod tests {
                 _ => Change::Delete { key },
             }]);
         }
-        let dir = tempfile::tempdir().unwrap();
-        let spill = spill_at(&dir.path().join("spill.db")).await.unwrap();
-        let projections: Vec<Box<dyn Projection>> = vec![Box::new(Scripted(script.clone()))];
-        let mut folded = Folded::new(&projections, &spill, 3);
         let mut reference = MemoryModel::default();
-        for (position, changes) in script.into_iter().enumerate() {
-            folded.apply(&event(position as i64)).await.unwrap();
+        for changes in script.clone() {
             reference.apply(changes);
         }
-        folded.flush().await.unwrap();
-        let spilled: Vec<(String, Doc)> = spill.docs("scripted").try_collect().await.unwrap();
         let expected: Vec<(String, Doc)> = reference.docs.into_iter().collect();
         assert!(
             expected.len() > 5,
@@ -384,6 +413,23 @@ mod tests {
                 .any(|(_, d)| d.body.get("patched").is_some()),
             "the script patches documents"
         );
-        assert_eq!(spilled, expected);
+        // Room for 3, 12 and 30 documents of the 40: nearly everything written out at once,
+        // some kept because they are in use, most kept.
+        for limit in [3, 12, 30] {
+            let dir = tempfile::tempdir().unwrap();
+            let spill = spill_at(&dir.path().join("spill.db")).await.unwrap();
+            let projections: Vec<Box<dyn Projection>> = vec![Box::new(Scripted(script.clone()))];
+            let mut folded = Folded::new(&projections, &spill, limit);
+            for position in 0..script.len() {
+                folded.apply(&event(position as i64)).await.unwrap();
+            }
+            folded.flush(true).await.unwrap();
+            drop(folded);
+            let path = spill.path().to_owned();
+            spill.finish().await.unwrap();
+            let spilled: Vec<(String, Doc)> =
+                spill::docs(&path, "scripted").try_collect().await.unwrap();
+            assert_eq!(spilled, expected, "room for {limit}");
+        }
     }
 }

@@ -126,6 +126,23 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
             hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", out.display()))
                 .await
                 .unwrap();
+        // The replay's file is a store like any other: the same tables and indexes (the fold
+        // builds the work lists' index at the end), beside the replay's own table.
+        let schema = |store: hpki_backoffice::store::SqliteStore| async move {
+            sqlx::query_as::<_, (String, String, Option<String>)>(
+                "SELECT type, name, sql FROM sqlite_master WHERE name <> 'replay' ORDER BY name",
+            )
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+        };
+        let fresh = hpki_backoffice::store::SqliteStore::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("fresh.db").display()
+        ))
+        .await
+        .unwrap();
+        assert_eq!(schema(past.clone()).await, schema(fresh).await);
         let docs = past.docs("streams", None, 100).await.unwrap();
         let four = docs.iter().find(|(k, _)| k == "application-4").unwrap();
         assert_eq!(

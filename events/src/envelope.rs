@@ -234,13 +234,39 @@ pub struct RecordedEvent {
 }
 
 /// Times in the log: UTC, microseconds, always the same width, e.g. `2026-11-22T00:05:00.000000Z`.
+///
+/// Written out by hand rather than through a `time` format description: every projection
+/// formats the time of every event it folds, and a replay of a million events spent seconds
+/// here (BENCHMARKS.md). The test below holds it to `time`'s own formatting.
 pub fn format_time(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
+    let year = at.year();
+    if !(0..=9999).contains(&year) {
+        return format_time_slowly(at);
+    }
+    let mut out = Vec::with_capacity(27);
+    let mut digits = |value: u32, width: u32, then: u8| {
+        for place in (0..width).rev() {
+            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
+        out.push(then);
+    };
+    digits(year as u32, 4, b'-');
+    digits(u8::from(at.month()) as u32, 2, b'-');
+    digits(at.day() as u32, 2, b'T');
+    digits(at.hour() as u32, 2, b':');
+    digits(at.minute() as u32, 2, b':');
+    digits(at.second() as u32, 2, b'.');
+    digits(at.microsecond(), 6, b'Z');
+    String::from_utf8(out).expect("ASCII digits and separators")
+}
+
+fn format_time_slowly(at: OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
     at.format(&format)
-        .expect("every UTC time in years 0..9999 formats")
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
@@ -293,6 +319,25 @@ mod tests {
         };
         let at = time::macros::datetime!(2026-11-22 07:44:00.5 UTC);
         Body::new(&event, &meta, "application-1", 1, 7, at).unwrap()
+    }
+
+    /// The hand-written formatter against `time`'s, over instants spread from year 0 to 9999
+    /// with every field's edges (and a time given in JST, which must come out in UTC).
+    #[test]
+    fn times_format_as_time_formats_them() {
+        let mut checked = 0;
+        let mut at = time::macros::datetime!(0000-01-01 00:00:00 UTC);
+        let end = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
+        let step = time::Duration::new(86_400 * 300 + 3_661, 999_999_000);
+        while let Some(next) = at.checked_add(step).filter(|next| *next < end) {
+            assert_eq!(format_time(at), format_time_slowly(at), "{at}");
+            at = next;
+            checked += 1;
+        }
+        assert!(checked > 10_000, "{checked}");
+        assert_eq!(format_time(end), "9999-12-31T23:59:59.999999Z");
+        let jst = time::macros::datetime!(2026-12-03 09:00:00.000123 +09:00);
+        assert_eq!(format_time(jst), "2026-12-03T00:00:00.000123Z");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod pg_copy;
 mod postgres;
 mod side;
+pub mod spill;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -26,7 +27,8 @@ use crate::clock::SharedClock;
 
 pub use postgres::PgStore;
 pub use side::{PooledKey, StaffCredential, StoredPhoto};
-pub use sqlite::{Spill, SqliteStore};
+pub use spill::Spill;
+pub use sqlite::SqliteStore;
 
 /// What the appender believes the stream's version to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +99,8 @@ pub enum StoreError {
     Url(String),
     #[error("reading the log failed: {0}")]
     Scan(String),
+    #[error("the fold's working file failed: {0}")]
+    Spill(String),
 }
 
 /// An event row as stored: the indexed columns and the canonical bytes they were taken from.
@@ -425,11 +429,11 @@ impl Db {
     }
 }
 
-/// Hides a password in a database URL before it is shown.
 /// Documents of a projection, streamed (key, document).
 pub type DocStream<'a> =
     futures::stream::BoxStream<'a, Result<(String, hpki_projections::Doc), StoreError>>;
 
+/// Hides a password in a database URL before it is shown.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -1,0 +1,317 @@
+//! The fold's spill (`src/projection_runner.rs`): a SQLite file with a `read_models` table that a
+//! rebuild or replay writes its documents into while it folds the log, reads one document back
+//! from when a later event patches it, and streams out at the end.
+//!
+//! The spill is written by a thread of its own through rusqlite, not through sqlx: sqlx's SQLite
+//! driver passes every statement from the async task to its worker thread and back, and a
+//! million documents cost more in those hand-offs than in the writing (BENCHMARKS.md). Here the
+//! fold hands over a page of documents and goes on folding while the thread writes it, so
+//! folding and writing share the two cores. Requests run in the order they were sent, so a
+//! read always sees every page sent before it.
+
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, TryStreamExt};
+use hpki_projections::Doc;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{DocStream, SqliteStore, StoreError};
+
+/// Documents a page of [`Spill::docs`] holds.
+const PAGE: usize = 1_000;
+
+enum Request {
+    /// Puts (`Some`) and deletes (`None`) for one projection.
+    Write {
+        projection: &'static str,
+        docs: Vec<(String, Option<Doc>)>,
+    },
+    Read {
+        projection: &'static str,
+        key: String,
+        reply: oneshot::Sender<Result<Option<Doc>, StoreError>>,
+    },
+    /// Commits and closes; answers with the number of documents held.
+    Finish {
+        list_index: bool,
+        reply: oneshot::Sender<Result<i64, StoreError>>,
+    },
+    /// Closes without committing; answers once the file is closed.
+    Abandon { reply: oneshot::Sender<()> },
+}
+
+pub struct Spill {
+    path: PathBuf,
+    requests: mpsc::Sender<Request>,
+}
+
+impl Spill {
+    /// Creates a new spill file at `path` with the store's schema (so a replay's file opens as a
+    /// store of read models), and starts its writer.
+    pub async fn create(path: &Path) -> Result<Spill, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        SqliteStore::connect(&url).await?.pool.close().await;
+        let conn = open(path).map_err(spill_error)?;
+        // Two pages in flight at most: the fold waits rather than holding more in memory.
+        let (requests, received) = mpsc::channel(2);
+        std::thread::Builder::new()
+            .name("hpki-spill".into())
+            .spawn(move || serve(conn, received))
+            .map_err(|e| StoreError::Spill(e.to_string()))?;
+        Ok(Spill {
+            path: path.to_owned(),
+            requests,
+        })
+    }
+
+    /// Hands a page of documents to the writer and returns at once.
+    pub async fn write(
+        &self,
+        projection: &'static str,
+        docs: Vec<(String, Option<Doc>)>,
+    ) -> Result<(), StoreError> {
+        self.send(Request::Write { projection, docs }).await
+    }
+
+    /// A document as the pages written so far leave it.
+    pub async fn doc(
+        &self,
+        projection: &'static str,
+        key: &str,
+    ) -> Result<Option<Doc>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Read {
+            projection,
+            key: key.to_owned(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Commits everything written and closes the file; the number of documents it holds.
+    /// An error of any earlier write is reported here. The file then holds the documents for
+    /// [`docs`] to read back by key.
+    pub async fn finish(self) -> Result<i64, StoreError> {
+        self.finish_with(false).await
+    }
+
+    /// [`Spill::finish`], and builds the index of the work lists again, so the file is a
+    /// complete store of read models (a replay's).
+    pub async fn finish_as_store(self) -> Result<i64, StoreError> {
+        self.finish_with(true).await
+    }
+
+    async fn finish_with(self, list_index: bool) -> Result<i64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Finish { list_index, reply }).await?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Closes the file without committing, so that it can be removed.
+    pub async fn abandon(self) {
+        let (reply, answer) = oneshot::channel();
+        if self.send(Request::Abandon { reply }).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send(&self, request: Request) -> Result<(), StoreError> {
+        self.requests.send(request).await.map_err(|_| stopped())
+    }
+}
+
+/// Every document of a projection in a finished spill, by key, read on a blocking thread in
+/// pages.
+pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
+    let (pages, received) = mpsc::channel(2);
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let read = || -> Result<(), StoreError> {
+            let conn = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(spill_error)?;
+            let mut statement = conn
+                .prepare(
+                    "SELECT key, list, sort_key, body FROM read_models
+                     WHERE projection = ?1 ORDER BY key",
+                )
+                .map_err(spill_error)?;
+            let mut rows = statement.query([projection]).map_err(spill_error)?;
+            let mut page = Vec::with_capacity(PAGE);
+            while let Some(row) = rows.next().map_err(spill_error)? {
+                page.push(doc_row(row)?);
+                if page.len() == PAGE {
+                    let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE));
+                    if pages.blocking_send(Ok(full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !page.is_empty() {
+                let _ = pages.blocking_send(Ok(page));
+            }
+            Ok(())
+        };
+        if let Err(error) = read() {
+            let _ = pages.blocking_send(Err(error));
+        }
+    });
+    futures::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|page| (page, received))
+    })
+    .map_ok(|page: Vec<(String, Doc)>| futures::stream::iter(page.into_iter().map(Ok)))
+    .try_flatten()
+    .boxed()
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    // No journal and no fsync while folding: the file is either finished (and a replay's is
+    // complete then) or removed, never rolled back and kept. 64 MB of page cache keeps the key
+    // index in memory (256 MB measured no faster). The work lists' index
+    // (migrations/sqlite/0003_read_models.sql) is built once at the end, if at all, rather than
+    // kept up to date through every write.
+    conn.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;
+         BEGIN;
+         DROP INDEX read_models_by_list;",
+    )?;
+    Ok(conn)
+}
+
+/// The writer: runs requests in order until `Finish`, or until the fold goes away or abandons
+/// the file (then it closes it uncommitted, for its owner to remove). After a failed write it
+/// answers every later request with that failure.
+fn serve(conn: Connection, mut requests: mpsc::Receiver<Request>) {
+    let mut failed: Option<String> = None;
+    while let Some(request) = requests.blocking_recv() {
+        match request {
+            Request::Write { projection, docs } => {
+                if failed.is_none() {
+                    if let Err(e) = write(&conn, projection, &docs) {
+                        failed = Some(e.to_string());
+                    }
+                }
+                // Dropped here, on this thread, not on the fold's.
+                drop(docs);
+            }
+            Request::Read {
+                projection,
+                key,
+                reply,
+            } => {
+                let answer = match &failed {
+                    Some(e) => Err(StoreError::Spill(e.clone())),
+                    None => read(&conn, projection, &key),
+                };
+                let _ = reply.send(answer);
+            }
+            Request::Finish { list_index, reply } => {
+                let answer = match failed.take() {
+                    Some(e) => Err(StoreError::Spill(e)),
+                    None => finish(conn, list_index),
+                };
+                let _ = reply.send(answer);
+                return;
+            }
+            Request::Abandon { reply } => {
+                // Closed uncommitted; the owner removes the file.
+                drop(conn);
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+}
+
+fn write(
+    conn: &Connection,
+    projection: &str,
+    docs: &[(String, Option<Doc>)],
+) -> rusqlite::Result<()> {
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO read_models (projection, key, list, sort_key, body)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (projection, key) DO UPDATE SET list = excluded.list,
+             sort_key = excluded.sort_key, body = excluded.body",
+    )?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM read_models WHERE projection = ?1 AND key = ?2")?;
+    // One buffer for every body: serde_json writes into it directly.
+    let mut body = Vec::with_capacity(1024);
+    for (key, doc) in docs {
+        match doc {
+            Some(doc) => {
+                body.clear();
+                serde_json::to_writer(&mut body, &doc.body)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let body = std::str::from_utf8(&body).expect("serde_json writes UTF-8");
+                upsert.execute(params![projection, key, doc.list, doc.sort_key, body])?
+            }
+            None => delete.execute(params![projection, key])?,
+        };
+    }
+    Ok(())
+}
+
+fn read(conn: &Connection, projection: &str, key: &str) -> Result<Option<Doc>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT key, list, sort_key, body FROM read_models WHERE projection = ?1 AND key = ?2",
+        )
+        .map_err(spill_error)?;
+    let row = statement
+        .query_row(params![projection, key], |row| Ok(doc_row(row)))
+        .optional()
+        .map_err(spill_error)?;
+    Ok(row.transpose()?.map(|(_, doc)| doc))
+}
+
+fn finish(conn: Connection, list_index: bool) -> Result<i64, StoreError> {
+    if list_index {
+        conn.execute_batch(
+            "CREATE INDEX read_models_by_list ON read_models (projection, list, sort_key)",
+        )
+        .map_err(spill_error)?;
+    }
+    conn.execute_batch("COMMIT").map_err(spill_error)?;
+    let count = conn
+        .query_row("SELECT count(*) FROM read_models", [], |row| row.get(0))
+        .map_err(spill_error)?;
+    conn.close().map_err(|(_, e)| spill_error(e))?;
+    Ok(count)
+}
+
+fn doc_row(row: &rusqlite::Row<'_>) -> Result<(String, Doc), StoreError> {
+    let body: String = row.get(3).map_err(spill_error)?;
+    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+        position: 0,
+        source,
+    })?;
+    Ok((
+        row.get(0).map_err(spill_error)?,
+        Doc {
+            list: row.get(1).map_err(spill_error)?,
+            sort_key: row.get(2).map_err(spill_error)?,
+            body,
+        },
+    ))
+}
+
+fn spill_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Spill(error.to_string())
+}
+
+fn stopped() -> StoreError {
+    StoreError::Spill("the spill's writer stopped".into())
+}
