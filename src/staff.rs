@@ -619,15 +619,14 @@ impl Directory {
         account: &Account,
         verified: &crate::portal::ceremony::Verified,
     ) -> Result<(), OfficeError> {
-        let credential_id = verified.credential_id.as_str();
-        for (id, json) in self
+        let stored = self
             .store
             .staff_credentials(&account.name, "passkey")
-            .await?
+            .await?;
+        if let Some((id, json)) = stored
+            .into_iter()
+            .find(|(id, _)| *id == verified.credential_id)
         {
-            if id != credential_id {
-                continue;
-            }
             let mut passkey: webauthn_rs::prelude::Passkey =
                 serde_json::from_str(&json).map_err(|e| anyhow::anyhow!(e))?;
             if passkey.update_credential(&verified.result) == Some(true) {
@@ -648,7 +647,7 @@ impl Directory {
             account.version,
             vec![
                 StaffSignedIn {
-                    credential_id: credential_id.to_owned(),
+                    credential_id: verified.credential_id.clone(),
                 }
                 .into(),
             ],

@@ -266,7 +266,7 @@ fn format_time_slowly(at: OffsetDateTime) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
     at.format(&format)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+        .expect("every UTC time in years 0..9999 formats")
 }
 
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {

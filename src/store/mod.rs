@@ -339,11 +339,7 @@ impl Store {
                 }
             }
         });
-        futures::stream::unfold(received, |mut received| async move {
-            received.recv().await.map(|page| (page, received))
-        })
-        .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
-        .try_flatten()
+        paged_stream(received)
     }
 
     /// Every event of one stream, decoded, in version order.
@@ -427,6 +423,46 @@ impl Db {
             Db::Postgres(_) => "postgres",
         }
     }
+}
+
+/// What a reader on a blocking thread hands to an async consumer: pages of items, or the error
+/// that stopped it.
+type Pages<T> = mpsc::Sender<Result<Vec<T>, StoreError>>;
+
+/// Sends `items` on in pages of [`PAGE`], from a blocking thread. Stops at the first error (sent
+/// on in place of the unfinished page) or when the receiver has gone.
+fn send_in_pages<T>(items: impl Iterator<Item = Result<T, StoreError>>, pages: &Pages<T>) {
+    let size = PAGE as usize;
+    let mut page = Vec::with_capacity(size);
+    for item in items {
+        match item {
+            Ok(item) => page.push(item),
+            Err(error) => {
+                let _ = pages.blocking_send(Err(error));
+                return;
+            }
+        }
+        if page.len() == size {
+            let full = std::mem::replace(&mut page, Vec::with_capacity(size));
+            if pages.blocking_send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !page.is_empty() {
+        let _ = pages.blocking_send(Ok(page));
+    }
+}
+
+/// The items of the pages received, one at a time.
+fn paged_stream<T: Send + 'static>(
+    received: mpsc::Receiver<Result<Vec<T>, StoreError>>,
+) -> impl Stream<Item = Result<T, StoreError>> + Send + 'static {
+    futures::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|page| (page, received))
+    })
+    .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+    .try_flatten()
 }
 
 /// Documents of a projection, streamed (key, document).

@@ -417,7 +417,7 @@ pub async fn scan(
     pool: PgPool,
     after: i64,
     columns: super::pg_copy::Columns,
-    pages: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, StoreError>>,
+    pages: super::Pages<RawEvent>,
 ) {
     use futures::TryStreamExt;
     use sqlx::postgres::PgPoolCopyExt;

@@ -11,15 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use hpki_projections::Doc;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{DocStream, SqliteStore, StoreError};
-
-/// Documents a page of [`Spill::docs`] holds.
-const PAGE: usize = 1_000;
 
 enum Request {
     /// Puts (`Some`) and deletes (`None`) for one projection.
@@ -132,45 +129,26 @@ pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
     let (pages, received) = mpsc::channel(2);
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let read = || -> Result<(), StoreError> {
+        let read = || -> rusqlite::Result<()> {
             let conn = Connection::open_with_flags(
                 &path,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(spill_error)?;
-            let mut statement = conn
-                .prepare(
-                    "SELECT key, list, sort_key, body FROM read_models
-                     WHERE projection = ?1 ORDER BY key",
-                )
-                .map_err(spill_error)?;
-            let mut rows = statement.query([projection]).map_err(spill_error)?;
-            let mut page = Vec::with_capacity(PAGE);
-            while let Some(row) = rows.next().map_err(spill_error)? {
-                page.push(doc_row(row)?);
-                if page.len() == PAGE {
-                    let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE));
-                    if pages.blocking_send(Ok(full)).is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            if !page.is_empty() {
-                let _ = pages.blocking_send(Ok(page));
-            }
+            )?;
+            let mut statement = conn.prepare(
+                "SELECT key, list, sort_key, body FROM read_models
+                 WHERE projection = ?1 ORDER BY key",
+            )?;
+            let rows = statement.query_map([projection], |row| Ok(doc_row(row)))?;
+            let rows = rows.map(|row| row.map_err(spill_error).and_then(|doc| doc));
+            super::send_in_pages(rows, &pages);
             Ok(())
         };
         if let Err(error) = read() {
-            let _ = pages.blocking_send(Err(error));
+            let _ = pages.blocking_send(Err(spill_error(error)));
         }
     });
-    futures::stream::unfold(received, |mut received| async move {
-        received.recv().await.map(|page| (page, received))
-    })
-    .map_ok(|page: Vec<(String, Doc)>| futures::stream::iter(page.into_iter().map(Ok)))
-    .try_flatten()
-    .boxed()
+    super::paged_stream(received).boxed()
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {

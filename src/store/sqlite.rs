@@ -469,11 +469,7 @@ fn raw_event(row: &sqlx::sqlite::SqliteRow) -> Result<RawEvent, StoreError> {
 /// This one scan uses rusqlite rather than sqlx: sqlx's SQLite driver hands every row from its
 /// worker thread to the async task one at a time, and for a million rows those hand-offs cost
 /// more than the reading, hashing and folding together (BENCHMARKS.md).
-pub fn scan(
-    path: &Path,
-    after: i64,
-    pages: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, StoreError>>,
-) {
+pub fn scan(path: &Path, after: i64, pages: super::Pages<RawEvent>) {
     let read = || -> rusqlite::Result<()> {
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -481,11 +477,9 @@ pub fn scan(
         let mut statement = conn.prepare(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position"
         ))?;
-        let mut rows = statement.query([after])?;
-        let mut page = Vec::with_capacity(super::PAGE as usize);
-        while let Some(row) = rows.next()? {
+        let rows = statement.query_map([after], |row| {
             let event_id: String = row.get(1)?;
-            page.push(RawEvent {
+            Ok(RawEvent {
                 position: row.get(0)?,
                 event_id: Uuid::parse_str(&event_id).unwrap_or(Uuid::nil()),
                 stream: row.get(2)?,
@@ -495,17 +489,10 @@ pub fn scan(
                 recorded_at: row.get(6)?,
                 body: row.get(7)?,
                 hash: row.get(8)?,
-            });
-            if page.len() == super::PAGE as usize {
-                let full = std::mem::replace(&mut page, Vec::with_capacity(super::PAGE as usize));
-                if pages.blocking_send(Ok(full)).is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        if !page.is_empty() {
-            let _ = pages.blocking_send(Ok(page));
-        }
+            })
+        })?;
+        let rows = rows.map(|row| row.map_err(|e| StoreError::Scan(e.to_string())));
+        super::send_in_pages(rows, &pages);
         Ok(())
     };
     if let Err(error) = read() {
