@@ -219,9 +219,19 @@ pub async fn verify(
 
     let mut prev = GENESIS_HASH;
     let mut expected = 1;
-    let mut rows = std::pin::pin!(store.read_all(0));
-    while let Some(row) = rows.try_next().await? {
-        prev = check_row(&row, expected, &prev)?;
+    // Each row's own check (its bytes parse and agree with its columns) runs in the reading
+    // pipeline, beside the reading; only the chain, which is sequential, runs here.
+    let mut rows = std::pin::pin!(store.read_all_prepared(0, |page| {
+        Ok(page
+            .into_iter()
+            .map(|row| {
+                let columns = check_columns(&row);
+                (row, columns)
+            })
+            .collect())
+    }));
+    while let Some((row, columns)) = rows.try_next().await? {
+        prev = check_chain(&row, columns, expected, &prev)?;
         if let Some(cps) = at_position.get(&row.position) {
             check_checkpoints(cps, &prev)?;
         }
@@ -266,6 +276,38 @@ pub async fn verify(
 
 /// Checks one stored row against the chain and returns its hash.
 pub fn check_row(row: &RawEvent, expected: i64, prev: &ChainHash) -> Result<ChainHash, Tamper> {
+    check_chain(row, check_columns(row), expected, prev)
+}
+
+/// What is wrong with a row on its own: its stored bytes are not an event, or they say another
+/// position, stream, version, type or time than its columns.
+fn check_columns(row: &RawEvent) -> Result<(), String> {
+    let indexed: Indexed = serde_json::from_slice(&row.body)
+        .map_err(|e| format!("the stored bytes are not an event: {e}"))?;
+    let columns_agree = indexed.position == row.position
+        && indexed.event_id == row.event_id
+        && indexed.stream == row.stream
+        && indexed.version == row.version
+        && indexed.event_type == row.event_type
+        && indexed.schema_version == row.schema_version
+        && indexed.recorded_at == crate::store::show_micros(row.recorded_at);
+    if !columns_agree {
+        return Err(format!(
+            "the stored bytes say position {} of stream {} but the row is position {} of {} (moved or swapped)",
+            indexed.position, indexed.stream, row.position, row.stream
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a row, whose own check gave `columns`, against the chain: it is the `expected`
+/// position and its hash covers `prev` and its bytes. Returns its hash.
+fn check_chain(
+    row: &RawEvent,
+    columns: Result<(), String>,
+    expected: i64,
+    prev: &ChainHash,
+) -> Result<ChainHash, Tamper> {
     let tamper = |what: String| Tamper {
         position: expected,
         what,
@@ -276,22 +318,7 @@ pub fn check_row(row: &RawEvent, expected: i64, prev: &ChainHash) -> Result<Chai
             row.position
         )));
     }
-    let indexed: Indexed = serde_json::from_slice(&row.body)
-        .map_err(|e| tamper(format!("the stored bytes are not an event: {e}")))?;
-    let recorded_at = crate::store::show_micros(row.recorded_at);
-    let columns_agree = indexed.position == row.position
-        && indexed.event_id == row.event_id
-        && indexed.stream == row.stream
-        && indexed.version == row.version
-        && indexed.event_type == row.event_type
-        && indexed.schema_version == row.schema_version
-        && indexed.recorded_at == recorded_at;
-    if !columns_agree {
-        return Err(tamper(format!(
-            "the stored bytes say position {} of stream {} but the row is position {} of {} (moved or swapped)",
-            indexed.position, indexed.stream, row.position, row.stream
-        )));
-    }
+    columns.map_err(tamper)?;
     let hash = prev.next(&row.body);
     if row.hash != hash.0 {
         return Err(tamper(

@@ -13,7 +13,7 @@ use hpki_events::RecordedEvent;
 use hpki_projections::{Change, Doc, Projection};
 use time::OffsetDateTime;
 
-use crate::store::{Spill, SqliteStore, Store, StoreError, spill};
+use crate::store::{Spill, SqliteStore, Store, StoreError};
 
 /// Events read per transaction when following the log.
 const BATCH: i64 = 1_000;
@@ -253,18 +253,9 @@ pub async fn rebuild(
     let path = spill.path().to_owned();
     spill.finish().await?;
     let position = last.map_or(0, |event| event.position);
-    let mut done = Vec::new();
-    for projection in &projections {
-        store
-            .replace_projection(
-                projection.name(),
-                spill::docs(&path, projection.name()),
-                position,
-            )
-            .await?;
-        done.push((projection.name(), position));
-    }
-    Ok(done)
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    store.replace_projections(&path, &names, position).await?;
+    Ok(names.into_iter().map(|name| (name, position)).collect())
 }
 
 /// Where a replay ended.
@@ -427,8 +418,10 @@ mod tests {
             drop(folded);
             let path = spill.path().to_owned();
             spill.finish().await.unwrap();
-            let spilled: Vec<(String, Doc)> =
-                spill::docs(&path, "scripted").try_collect().await.unwrap();
+            let spilled: Vec<(String, Doc)> = crate::store::spill::docs(&path, "scripted")
+                .try_collect()
+                .await
+                .unwrap();
             assert_eq!(spilled, expected, "room for {limit}");
         }
     }

@@ -8,7 +8,7 @@ use hpki_backoffice::projection_runner::{self, catch_up, rebuild, replay_as_of};
 use hpki_backoffice::store::ExpectedVersion;
 use hpki_events::vocabulary::ApplicationApproved;
 use hpki_events::{Event, NewEvent};
-use hpki_projections::{Projection, Streams};
+use hpki_projections::{Change, Doc, Projection, Streams};
 
 async fn approve(store: &hpki_backoffice::store::Store, i: u64) {
     let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {
@@ -80,6 +80,25 @@ async fn a_rebuild_gives_the_rows_the_runner_built() {
         approve(&store, 3).await;
         catch_up(&store, &Streams).await.unwrap();
         let incremental = store.docs("streams", None, 1_000).await.unwrap();
+        // A row the log does not explain (left by a bug, say): the rebuild must not keep it.
+        let stray = Change::Put {
+            key: "stray".into(),
+            doc: Doc {
+                list: "application".into(),
+                sort_key: "stray".into(),
+                body: serde_json::json!({ "version": 99 }),
+            },
+        };
+        assert!(
+            store
+                .apply_projection("streams", 201, 201, &[stray])
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.docs("streams", None, 1_000).await.unwrap().len(),
+            incremental.len() + 1
+        );
         let done = rebuild(&store, Some("streams"), &|_| {}).await.unwrap();
         assert_eq!(done, vec![("streams", 201)]);
         assert_eq!(

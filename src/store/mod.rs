@@ -275,6 +275,16 @@ impl Store {
         self.read_pages(after, pg_copy::Columns::All, Ok)
     }
 
+    /// Every event after `after`, in order, each page run through `prepare` on the reading
+    /// side (so that work shares the two cores with the consumer's).
+    pub fn read_all_prepared<T: Send + 'static>(
+        &self,
+        after: i64,
+        prepare: fn(Vec<RawEvent>) -> Result<Vec<T>, StoreError>,
+    ) -> impl Stream<Item = Result<T, StoreError>> + Send + 'static {
+        self.read_pages(after, pg_copy::Columns::All, prepare)
+    }
+
     /// Every event after `after`, in order, decoded (on the reading side, so decoding and
     /// folding share the two cores).
     pub fn read_decoded(
@@ -757,7 +767,7 @@ impl ImportTx {
     pub(crate) async fn insert(&mut self, rows: &[Row]) -> Result<(), StoreError> {
         match self {
             ImportTx::Sqlite(tx) => sqlite::insert_rows(tx, rows).await?,
-            ImportTx::Postgres(tx) => postgres::insert_rows(tx, rows).await?,
+            ImportTx::Postgres(tx) => postgres::insert_rows(tx, rows, None).await?,
         }
         Ok(())
     }
@@ -800,17 +810,18 @@ impl Store {
         }
     }
 
-    /// Replaces a projection's documents with `docs` and sets its checkpoint, in one
-    /// transaction.
-    pub async fn replace_projection(
+    /// Replaces the documents of each of `names` with those of a finished spill
+    /// ([`spill::Spill::finish`]) and moves its checkpoint to `position`: one transaction per
+    /// projection, so each read model switches from old to new at once.
+    pub async fn replace_projections(
         &self,
-        name: &str,
-        docs: DocStream<'_>,
+        spill: &std::path::Path,
+        names: &[&'static str],
         position: i64,
     ) -> Result<(), StoreError> {
         match &self.db {
-            Db::Sqlite(db) => db.replace_projection(name, docs, position).await,
-            Db::Postgres(db) => db.replace_projection(name, docs, position).await,
+            Db::Sqlite(db) => db.replace_projections(spill, names, position).await,
+            Db::Postgres(db) => db.replace_projections(spill, names, position).await,
         }
     }
 

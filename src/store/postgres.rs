@@ -3,6 +3,7 @@
 //! the database; the in-process group commit keeps that lock's cost per event small.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -67,16 +68,13 @@ impl PgStore {
         streams: &[&str],
         plan: impl FnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
     ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
+        // Five round trips: begin; lock the head; what is stored (ids, versions); insert and
+        // move the head; commit. The lock comes first and alone: in READ COMMITTED each
+        // statement sees what committed before it began, so the reads after the lock see every
+        // append that held it before.
         let mut tx = self.pool.begin().await?;
         let head = head(&mut *tx, " FOR UPDATE").await?;
-        let existing_ids: HashSet<Uuid> =
-            sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
-                .bind(ids)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-        let versions = stream_versions(&mut tx, streams).await?;
+        let (existing_ids, versions) = stored(&mut tx, ids, streams).await?;
 
         let (rows, outcomes, new_head) = plan(Known {
             head,
@@ -84,8 +82,7 @@ impl PgStore {
             versions,
         });
         if !rows.is_empty() {
-            insert_rows(&mut tx, &rows).await?;
-            set_head(&mut tx, &new_head).await?;
+            insert_rows(&mut tx, &rows, Some(&new_head)).await?;
         }
         tx.commit().await?;
         Ok((outcomes, new_head.position))
@@ -206,44 +203,50 @@ impl PgStore {
     }
 
     /// Replaces every document of a projection and sets its checkpoint, in one transaction.
-    pub async fn replace_projection(
+    /// Replaces the documents of each of `names` with those in the finished spill at `spill`
+    /// and sets its checkpoint to `position`, one transaction per projection. The bodies go
+    /// over as the spill stores them (JSON text), not parsed and written again.
+    pub async fn replace_projections(
         &self,
-        name: &str,
-        docs: super::DocStream<'_>,
+        spill: &Path,
+        names: &[&'static str],
         position: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM read_models WHERE projection = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let mut chunks = std::pin::pin!(docs.try_chunks(5_000));
-        while let Some(chunk) = chunks.try_next().await.map_err(|e| e.1)? {
-            let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-            let lists: Vec<&str> = chunk.iter().map(|(_, d)| d.list.as_str()).collect();
-            let sort_keys: Vec<&str> = chunk.iter().map(|(_, d)| d.sort_key.as_str()).collect();
-            let bodies: Vec<String> = chunk.iter().map(|(_, d)| d.body.to_string()).collect();
+        for &name in names {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM read_models WHERE projection = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            let docs = super::spill::stored_docs(spill, name);
+            let mut chunks = std::pin::pin!(docs.try_chunks(5_000));
+            while let Some(chunk) = chunks.try_next().await.map_err(|e| e.1)? {
+                let keys: Vec<&str> = chunk.iter().map(|d| d.key.as_str()).collect();
+                let lists: Vec<&str> = chunk.iter().map(|d| d.list.as_str()).collect();
+                let sort_keys: Vec<&str> = chunk.iter().map(|d| d.sort_key.as_str()).collect();
+                let bodies: Vec<&str> = chunk.iter().map(|d| d.body.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO read_models (projection, key, list, sort_key, body)
+                     SELECT $1, k, l, s, b::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS t(k, l, s, b)",
+                )
+                .bind(name)
+                .bind(&keys)
+                .bind(&lists)
+                .bind(&sort_keys)
+                .bind(&bodies)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
-                "INSERT INTO read_models (projection, key, list, sort_key, body)
-                 SELECT $1, k, l, s, b::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS t(k, l, s, b)",
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET position = $2",
             )
             .bind(name)
-            .bind(&keys)
-            .bind(&lists)
-            .bind(&sort_keys)
-            .bind(&bodies)
+            .bind(position)
             .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET position = $2",
-        )
-        .bind(name)
-        .bind(position)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -334,6 +337,39 @@ pub(super) fn doc_row(row: &sqlx::postgres::PgRow) -> Result<(String, Doc), Stor
 }
 
 /// The current version of each stream named (0 for one that does not exist).
+/// Which of `ids` are stored already, and each of `streams`' version (0 when new), in one
+/// round trip.
+async fn stored(
+    conn: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+    streams: &[&str],
+) -> Result<(HashSet<Uuid>, HashMap<String, i64>), sqlx::Error> {
+    let rows: Vec<(Option<Uuid>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT event_id, NULL::text, 0::bigint FROM events WHERE event_id = ANY($1)
+         UNION ALL
+         SELECT NULL::uuid, s, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s)
+         FROM unnest($2::text[]) AS s",
+    )
+    .bind(ids)
+    .bind(streams)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut existing = HashSet::new();
+    let mut versions = HashMap::new();
+    for row in rows {
+        match row {
+            (Some(id), _, _) => {
+                existing.insert(id);
+            }
+            (None, Some(stream), version) => {
+                versions.insert(stream, version);
+            }
+            (None, None, _) => {}
+        }
+    }
+    Ok((existing, versions))
+}
+
 pub(super) async fn stream_versions(
     conn: &mut sqlx::PgConnection,
     streams: &[&str],
@@ -379,9 +415,11 @@ pub(crate) async fn set_head(
 }
 
 /// One statement for the whole group: the columns travel as arrays and `unnest` zips them.
+/// With `head`, the same statement moves the log's head there (one round trip less).
 pub(crate) async fn insert_rows(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[Row],
+    head: Option<&Head>,
 ) -> Result<(), sqlx::Error> {
     let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
@@ -392,22 +430,39 @@ pub(crate) async fn insert_rows(
     let recorded: Vec<i64> = rows.iter().map(|r| r.recorded_at).collect();
     let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
     let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.0.as_slice()).collect();
-    sqlx::query(
-        "INSERT INTO events (position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash)
+    const INSERT: &str = "INSERT INTO events (position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash)
          SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[],
-                              $7::bigint[], $8::bytea[], $9::bytea[])",
-    )
-    .bind(&positions)
-    .bind(&ids)
-    .bind(&streams)
-    .bind(&versions)
-    .bind(&types)
-    .bind(&schema_versions)
-    .bind(&recorded)
-    .bind(&bodies)
-    .bind(&hashes)
-    .execute(&mut **tx)
-    .await?;
+                              $7::bigint[], $8::bytea[], $9::bytea[])";
+    let sql = match head {
+        None => INSERT.to_owned(),
+        // A data-modifying WITH runs to completion whether or not the UPDATE reads it.
+        Some(_) => format!(
+            "WITH inserted AS ({INSERT})
+             UPDATE log_head SET position = $10, hash = $11, recorded_at = $12 WHERE id = 1"
+        ),
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&positions)
+        .bind(&ids)
+        .bind(&streams)
+        .bind(&versions)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&recorded)
+        .bind(&bodies)
+        .bind(&hashes);
+    if let Some(head) = head {
+        query = query
+            .bind(head.position)
+            .bind(head.hash.0.as_slice())
+            .bind(head.recorded_at);
+    }
+    let done = query.execute(&mut **tx).await?;
+    if head.is_some() && done.rows_affected() != 1 {
+        return Err(sqlx::Error::Protocol(
+            "the log's head did not move with the inserted events".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use hpki_projections::Doc;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -123,9 +124,20 @@ impl Spill {
     }
 }
 
+/// A document as a spill stores it: its body is the JSON text the writer made.
+pub struct StoredDoc {
+    pub key: String,
+    pub list: String,
+    pub sort_key: String,
+    pub body: String,
+}
+
 /// Every document of a projection in a finished spill, by key, read on a blocking thread in
-/// pages.
-pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
+/// pages, bodies left as stored.
+pub fn stored_docs(
+    path: &Path,
+    projection: &'static str,
+) -> BoxStream<'static, Result<StoredDoc, StoreError>> {
     let (pages, received) = mpsc::channel(2);
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -139,9 +151,15 @@ pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
                 "SELECT key, list, sort_key, body FROM read_models
                  WHERE projection = ?1 ORDER BY key",
             )?;
-            let rows = statement.query_map([projection], |row| Ok(doc_row(row)))?;
-            let rows = rows.map(|row| row.map_err(spill_error).and_then(|doc| doc));
-            super::send_in_pages(rows, &pages);
+            let rows = statement.query_map([projection], |row| {
+                Ok(StoredDoc {
+                    key: row.get(0)?,
+                    list: row.get(1)?,
+                    sort_key: row.get(2)?,
+                    body: row.get(3)?,
+                })
+            })?;
+            super::send_in_pages(rows.map(|row| row.map_err(spill_error)), &pages);
             Ok(())
         };
         if let Err(error) = read() {
@@ -149,6 +167,29 @@ pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
         }
     });
     super::paged_stream(received).boxed()
+}
+
+/// [`stored_docs`] with each body parsed.
+pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
+    stored_docs(path, projection)
+        .and_then(|doc| async move {
+            let body = parse_body(&doc.body)?;
+            let StoredDoc {
+                key,
+                list,
+                sort_key,
+                ..
+            } = doc;
+            Ok((
+                key,
+                Doc {
+                    list,
+                    sort_key,
+                    body,
+                },
+            ))
+        })
+        .boxed()
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -272,10 +313,7 @@ fn finish(conn: Connection, list_index: bool) -> Result<i64, StoreError> {
 
 fn doc_row(row: &rusqlite::Row<'_>) -> Result<(String, Doc), StoreError> {
     let body: String = row.get(3).map_err(spill_error)?;
-    let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
-        position: 0,
-        source,
-    })?;
+    let body = parse_body(&body)?;
     Ok((
         row.get(0).map_err(spill_error)?,
         Doc {
@@ -284,6 +322,14 @@ fn doc_row(row: &rusqlite::Row<'_>) -> Result<(String, Doc), StoreError> {
             body,
         },
     ))
+}
+
+/// A body the writer stored; not parsing is a corrupt file (position 0: not an event's).
+fn parse_body(body: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
+        position: 0,
+        source,
+    })
 }
 
 fn spill_error(error: rusqlite::Error) -> StoreError {

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::TryStreamExt as _;
 use hpki_events::ChainHash;
 use hpki_projections::{Change, Doc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -239,30 +238,48 @@ impl SqliteStore {
     }
 
     /// Replaces every document of a projection and sets its checkpoint, in one transaction.
-    pub async fn replace_projection(
+    /// Replaces the documents of each of `names` with those in the finished spill at `spill`
+    /// and sets its checkpoint to `position`, one transaction per projection. The spill is
+    /// attached to one connection and copied inside SQLite (`INSERT ... SELECT`): no document
+    /// passes through this process, which made the swap of a million documents the larger half
+    /// of a rebuild's time (BENCHMARKS.md).
+    pub async fn replace_projections(
         &self,
-        name: &str,
-        docs: super::DocStream<'_>,
+        spill: &Path,
+        names: &[&str],
         position: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM read_models WHERE projection = ?1")
+        let mut conn = self.pool.acquire().await?;
+        // A connection with a database attached must not go back to the pool.
+        conn.close_on_drop();
+        sqlx::query("ATTACH DATABASE ?1 AS rebuilt")
+            .bind(spill.to_string_lossy())
+            .execute(&mut *conn)
+            .await?;
+        for name in names {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            sqlx::query("DELETE FROM main.read_models WHERE projection = ?1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO main.read_models (projection, key, list, sort_key, body)
+                 SELECT projection, key, list, sort_key, body FROM rebuilt.read_models
+                 WHERE projection = ?1 ORDER BY key",
+            )
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let mut chunks = std::pin::pin!(docs.try_chunks(INSERT_CHUNK));
-        while let Some(chunk) = chunks.try_next().await.map_err(|e| e.1)? {
-            upsert_docs(&mut tx, name, chunk.iter().map(|(k, d)| (k, d))).await?;
+            sqlx::query(
+                "INSERT INTO main.projection_checkpoints (name, position) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET position = ?2",
+            )
+            .bind(name)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
         }
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET position = ?2",
-        )
-        .bind(name)
-        .bind(position)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -284,35 +301,6 @@ impl SqliteStore {
         .await?;
         rows.iter().map(doc_row).collect()
     }
-}
-
-/// Writes documents of a projection, replacing those with the same keys; at most
-/// `INSERT_CHUNK` a call.
-pub async fn upsert_docs<'a>(
-    tx: &mut Transaction<'static, Sqlite>,
-    name: &str,
-    docs: impl Iterator<Item = (&'a String, &'a Doc)>,
-) -> Result<(), sqlx::Error> {
-    let mut docs = docs.peekable();
-    if docs.peek().is_none() {
-        return Ok(());
-    }
-    let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO read_models (projection, key, list, sort_key, body) ",
-    );
-    insert.push_values(docs, |mut row, (key, doc)| {
-        row.push_bind(name)
-            .push_bind(key.as_str())
-            .push_bind(doc.list.as_str())
-            .push_bind(doc.sort_key.as_str())
-            .push_bind(doc.body.to_string());
-    });
-    insert.push(
-        " ON CONFLICT (projection, key) DO UPDATE SET list = excluded.list, \
-         sort_key = excluded.sort_key, body = excluded.body",
-    );
-    insert.build().execute(&mut **tx).await?;
-    Ok(())
 }
 
 async fn apply_change(
