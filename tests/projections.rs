@@ -182,3 +182,33 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
         assert_eq!((status[0].position, status[0].head), (11, 11));
     }
 }
+
+/// An in-memory SQLite store lives in its pool's connections: the rebuild attaches its scratch
+/// file to one of them and must leave it (and the database) as it found it.
+#[tokio::test]
+async fn a_rebuild_of_an_in_memory_store_keeps_the_store() {
+    let store = hpki_backoffice::store::Store::open("sqlite::memory:", clock())
+        .await
+        .unwrap();
+    seed(&store, 20).await;
+    catch_up(&store, &Streams).await.unwrap();
+    let incremental = store.docs("streams", None, 100).await.unwrap();
+    assert_eq!(incremental.len(), 20);
+    for _ in 0..2 {
+        let done = rebuild(&store, None, &|_| {}).await.unwrap();
+        assert!(done.iter().all(|(_, position)| *position == 20), "{done:?}");
+        assert_eq!(store.docs("streams", None, 100).await.unwrap(), incremental);
+        assert_eq!(store.head().await.unwrap().position, 20);
+    }
+    // The store still takes appends afterwards.
+    store
+        .append_to(
+            "application-extra",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(application(99))],
+            meta(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.head().await.unwrap().position, 21);
+}

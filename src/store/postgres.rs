@@ -202,7 +202,6 @@ impl PgStore {
         Ok(true)
     }
 
-    /// Replaces every document of a projection and sets its checkpoint, in one transaction.
     /// Replaces the documents of each of `names` with those in the finished spill at `spill`
     /// and sets its checkpoint to `position`, one transaction per projection. The bodies go
     /// over as the spill stores them (JSON text), not parsed and written again.

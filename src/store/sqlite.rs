@@ -237,7 +237,6 @@ impl SqliteStore {
         Ok(true)
     }
 
-    /// Replaces every document of a projection and sets its checkpoint, in one transaction.
     /// Replaces the documents of each of `names` with those in the finished spill at `spill`
     /// and sets its checkpoint to `position`, one transaction per projection. The spill is
     /// attached to one connection and copied inside SQLite (`INSERT ... SELECT`): no document
@@ -250,37 +249,49 @@ impl SqliteStore {
         position: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        // A connection with a database attached must not go back to the pool.
-        conn.close_on_drop();
         sqlx::query("ATTACH DATABASE ?1 AS rebuilt")
-            .bind(spill.to_string_lossy())
+            .bind(read_only_uri(spill))
             .execute(&mut *conn)
             .await?;
-        for name in names {
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-            sqlx::query("DELETE FROM main.read_models WHERE projection = ?1")
+        let copied = async {
+            for name in names {
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+                sqlx::query("DELETE FROM main.read_models WHERE projection = ?1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO main.read_models (projection, key, list, sort_key, body)
+                     SELECT projection, key, list, sort_key, body FROM rebuilt.read_models
+                     WHERE projection = ?1 ORDER BY key",
+                )
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO main.read_models (projection, key, list, sort_key, body)
-                 SELECT projection, key, list, sort_key, body FROM rebuilt.read_models
-                 WHERE projection = ?1 ORDER BY key",
-            )
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO main.projection_checkpoints (name, position) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET position = ?2",
-            )
-            .bind(name)
-            .bind(position)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+                sqlx::query(
+                    "INSERT INTO main.projection_checkpoints (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = ?2",
+                )
+                .bind(name)
+                .bind(position)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(())
         }
-        Ok(())
+        .await;
+        // Detached whatever happened (a failed transaction was rolled back first). Should that
+        // fail, the connection is closed rather than returned to the pool with the file
+        // attached; the pool's other connections keep an in-memory database alive.
+        if sqlx::query("DETACH DATABASE rebuilt")
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            conn.close_on_drop();
+        }
+        Ok(copied?)
     }
 
     /// Documents of a projection, optionally of one list, in list order.
@@ -301,6 +312,22 @@ impl SqliteStore {
         .await?;
         rows.iter().map(doc_row).collect()
     }
+}
+
+/// `file:PATH?mode=ro`, for ATTACH. A plain path would be opened with the connection's own
+/// flags: for an in-memory store that is a new, empty in-memory database, not the file. sqlx
+/// opens every connection with URI filenames allowed, and `mode=ro` both clears the in-memory
+/// flag and refuses to create a file that is not there.
+fn read_only_uri(path: &Path) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let path = path.to_string_lossy();
+    format!("file:{}?mode=ro", utf8_percent_encode(&path, KEEP))
 }
 
 async fn apply_change(
@@ -485,5 +512,51 @@ pub fn scan(path: &Path, after: i64, pages: super::Pages<RawEvent>) {
     };
     if let Err(error) = read() {
         let _ = pages.blocking_send(Err(StoreError::Scan(error.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder name with the characters a URI gives meaning to: the file attached is still
+    /// the one at that path, and a path with no file is refused, not created.
+    #[tokio::test]
+    async fn a_file_is_attached_by_its_path_whatever_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a b?c#d%e&f=g");
+        std::fs::create_dir(&odd).unwrap();
+        let file = odd.join("spill.db");
+        rusqlite::Connection::open(&file)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('here');")
+            .unwrap();
+        for url in [
+            "sqlite::memory:".to_owned(),
+            format!("sqlite://{}", dir.path().join("store.db").display()),
+        ] {
+            let store = SqliteStore::connect(&url).await.unwrap();
+            let mut conn = store.pool.acquire().await.unwrap();
+            sqlx::query("ATTACH DATABASE ?1 AS other")
+                .bind(read_only_uri(&file))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let v: String = sqlx::query_scalar("SELECT v FROM other.t")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(v, "here", "{url}");
+            sqlx::query("DETACH DATABASE other")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let missing = sqlx::query("ATTACH DATABASE ?1 AS other")
+                .bind(read_only_uri(&odd.join("missing.db")))
+                .execute(&mut *conn)
+                .await;
+            assert!(missing.is_err(), "{url}");
+            assert!(!odd.join("missing.db").exists());
+        }
     }
 }
