@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::TryStreamExt;
 use hpki_events::RecordedEvent;
-use hpki_projections::{Change, Doc, Projection};
+use hpki_projections::{Body, Change, Doc, Projection};
 use time::OffsetDateTime;
 
 use crate::store::{Spill, SqliteStore, Store, StoreError};
@@ -112,7 +112,7 @@ struct Folded<'a> {
 
 struct Held {
     /// `None` records that the document is absent (deleted, or never there).
-    doc: Option<Doc>,
+    doc: Option<Doc<Body>>,
     /// Used again since it came in or since the cache was last full.
     again: bool,
 }
@@ -145,7 +145,12 @@ impl<'a> Folded<'a> {
                         }
                         let held = self.cache[i].get_mut(&key);
                         if let Some(doc) = held.and_then(|held| held.doc.as_mut()) {
-                            hpki_projections::patch(doc, list.as_deref(), &merge);
+                            doc.patch(list.as_deref(), &merge).map_err(|source| {
+                                StoreError::Corrupt {
+                                    position: 0,
+                                    source,
+                                }
+                            })?;
                         }
                     }
                 }
@@ -161,7 +166,7 @@ impl<'a> Folded<'a> {
         Ok(())
     }
 
-    fn hold(&mut self, projection: usize, key: String, doc: Option<Doc>) {
+    fn hold(&mut self, projection: usize, key: String, doc: Option<Doc<Body>>) {
         match self.cache[projection].entry(key) {
             Entry::Occupied(mut held) => *held.get_mut() = Held { doc, again: true },
             Entry::Vacant(vacant) => {
@@ -378,7 +383,7 @@ mod tests {
                     doc: Doc {
                         list: format!("l{}", n % 3),
                         sort_key: step.to_string(),
-                        body: json!({"put": step, "n": n}),
+                        body: Body::from(&json!({"put": step, "n": n})),
                     },
                 },
                 2 | 3 => Change::Patch {

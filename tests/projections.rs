@@ -8,7 +8,7 @@ use hpki_backoffice::projection_runner::{self, catch_up, rebuild, replay_as_of};
 use hpki_backoffice::store::ExpectedVersion;
 use hpki_events::vocabulary::ApplicationApproved;
 use hpki_events::{Event, NewEvent};
-use hpki_projections::{Change, Doc, Projection, Streams};
+use hpki_projections::{Body, Change, Doc, Projection, Streams};
 
 async fn approve(store: &hpki_backoffice::store::Store, i: u64) {
     let approved = NewEvent::new(Event::ApplicationApproved(ApplicationApproved {
@@ -86,7 +86,7 @@ async fn a_rebuild_gives_the_rows_the_runner_built() {
             doc: Doc {
                 list: "application".into(),
                 sort_key: "stray".into(),
-                body: serde_json::json!({ "version": 99 }),
+                body: Body::from(&serde_json::json!({ "version": 99 })),
             },
         };
         assert!(

@@ -19,12 +19,112 @@ pub use streams::Streams;
 pub use work::{Applications, Cards, Certificates, Qrs};
 
 /// A row of a read model. `list` is the work list (or state) the row is on, `sort_key` orders
-/// it within that list, `body` holds what the pages show.
+/// it within that list, `body` holds what the pages show: a parsed [`Value`] as the pages read
+/// it, or the stored [`Body`] text as projections write it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Doc {
+pub struct Doc<B = Value> {
     pub list: String,
     pub sort_key: String,
-    pub body: Value,
+    pub body: B,
+}
+
+impl Doc<Body> {
+    /// The document with its body parsed.
+    pub fn parsed(&self) -> Result<Doc, serde_json::Error> {
+        Ok(Doc {
+            list: self.list.clone(),
+            sort_key: self.sort_key.clone(),
+            body: self.body.value()?,
+        })
+    }
+
+    /// Applies a patch: the one rule shared by every sink.
+    pub fn patch(&mut self, list: Option<&str>, merge: &Value) -> Result<(), serde_json::Error> {
+        if let Some(list) = list {
+            self.list = list.to_owned();
+        }
+        self.body.merge(merge)
+    }
+}
+
+/// A document's body as the JSON text it is stored as. Projections write it field by field
+/// ([`body!`]) rather than building a [`Value`] tree first: a rebuild makes a document for
+/// nearly every event, and building, serialising and freeing those trees was most of its time
+/// (BENCHMARKS.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Body(String);
+
+impl Body {
+    /// Text read back from a store (which holds only bodies written as [`Body`]).
+    pub fn stored(text: String) -> Body {
+        Body(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// Merges `merge` into the body (RFC 7396).
+    pub fn merge(&mut self, merge: &Value) -> Result<(), serde_json::Error> {
+        let mut value = self.value()?;
+        json_patch::merge(&mut value, merge);
+        self.0 = value.to_string();
+        Ok(())
+    }
+}
+
+impl From<&Value> for Body {
+    fn from(value: &Value) -> Body {
+        Body(value.to_string())
+    }
+}
+
+/// Writes a JSON object one field at a time, for [`body!`].
+pub struct BodyWriter(Vec<u8>);
+
+impl BodyWriter {
+    pub fn new() -> BodyWriter {
+        let mut out = Vec::with_capacity(256);
+        out.push(b'{');
+        BodyWriter(out)
+    }
+
+    pub fn field(&mut self, key: &str, value: &(impl serde::Serialize + ?Sized)) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        // Writing into a Vec fails only for a value that is not JSON (a map with non-string
+        // keys), which no projection writes: the same rule as `serde_json::json!`.
+        serde_json::to_writer(&mut self.0, key).expect("a key is a JSON string");
+        self.0.push(b':');
+        serde_json::to_writer(&mut self.0, value).expect("a document's field is JSON");
+    }
+
+    pub fn finish(mut self) -> Body {
+        self.0.push(b'}');
+        Body(String::from_utf8(self.0).expect("serde_json writes UTF-8"))
+    }
+}
+
+impl Default for BodyWriter {
+    fn default() -> BodyWriter {
+        BodyWriter::new()
+    }
+}
+
+/// A document's [`Body`] from a flat object literal, written as `serde_json::json!` reads:
+/// `body!({ "id": id, "at": at })`. Each value is serialised straight into the text.
+#[macro_export]
+macro_rules! body {
+    ({ $($key:literal : $value:expr),* $(,)? }) => {{
+        let mut writer = $crate::BodyWriter::new();
+        $( writer.field($key, &$value); )*
+        writer.finish()
+    }};
 }
 
 /// What one event does to one document of a projection.
@@ -32,7 +132,7 @@ pub struct Doc {
 pub enum Change {
     Put {
         key: String,
-        doc: Doc,
+        doc: Doc<Body>,
     },
     /// Moves the document to `list` (when given) and merges `merge` into its body
     /// (RFC 7396). A patch on a missing document does nothing.
@@ -52,14 +152,6 @@ impl Change {
             Change::Put { key, .. } | Change::Patch { key, .. } | Change::Delete { key } => key,
         }
     }
-}
-
-/// Applies a patch to a stored document: the one rule shared by every sink.
-pub fn patch(doc: &mut Doc, list: Option<&str>, merge: &Value) {
-    if let Some(list) = list {
-        doc.list = list.to_owned();
-    }
-    json_patch::merge(&mut doc.body, merge);
 }
 
 pub trait Projection: Send + Sync {
@@ -95,11 +187,15 @@ impl MemoryModel {
         for change in changes {
             match change {
                 Change::Put { key, doc } => {
+                    let doc = doc.parsed().expect("a projection writes JSON");
                     self.docs.insert(key, doc);
                 }
                 Change::Patch { key, list, merge } => {
                     if let Some(doc) = self.docs.get_mut(&key) {
-                        patch(doc, list.as_deref(), &merge);
+                        if let Some(list) = list {
+                            doc.list = list;
+                        }
+                        json_patch::merge(&mut doc.body, &merge);
                     }
                 }
                 Change::Delete { key } => {
@@ -107,5 +203,55 @@ impl MemoryModel {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `body!` writes what `json!` builds: strings needing escapes, Japanese, numbers, nulls,
+    /// nested values, and an object with no fields.
+    #[test]
+    fn a_written_body_reads_back_as_the_object_json_builds() {
+        let name = "山田 \"太郎\"\n\\";
+        let missing: Option<&str> = None;
+        let written = body!({
+            "name": name,
+            "count": 3,
+            "ratio": -1.5,
+            "missing": missing,
+            "list": ["a", "b"],
+            "nested": json!({ "k": true }),
+        });
+        let built = json!({
+            "name": name,
+            "count": 3,
+            "ratio": -1.5,
+            "missing": null,
+            "list": ["a", "b"],
+            "nested": { "k": true },
+        });
+        assert_eq!(written.value().unwrap(), built);
+        assert_eq!(body!({}).as_str(), "{}");
+    }
+
+    #[test]
+    fn a_patch_moves_the_document_and_merges_its_body() {
+        let mut doc = Doc {
+            list: "received".to_owned(),
+            sort_key: "1".to_owned(),
+            body: body!({ "a": 1, "b": "x" }),
+        };
+        doc.patch(Some("issued"), &json!({ "b": null, "c": [1] }))
+            .unwrap();
+        assert_eq!(doc.list, "issued");
+        assert_eq!(doc.body.value().unwrap(), json!({ "a": 1, "c": [1] }));
+        let mut corrupt = Doc {
+            body: Body::stored("{not json".to_owned()),
+            ..doc
+        };
+        assert!(corrupt.patch(None, &json!({})).is_err());
     }
 }

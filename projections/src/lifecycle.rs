@@ -19,7 +19,7 @@ use hpki_events::vocabulary::QrDelivery;
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
 
-use crate::{Change, Doc, Projection};
+use crate::{Body, Change, Doc, Projection, body};
 
 pub struct Locator;
 
@@ -29,7 +29,7 @@ fn locate(kind: &str, id: impl std::fmt::Display, stream: &str) -> Change {
         doc: Doc {
             list: kind.into(),
             sort_key: key.clone(),
-            body: json!({ "subscriber": stream }),
+            body: body!({ "subscriber": stream }),
         },
         key,
     }
@@ -73,7 +73,7 @@ fn patch(key: String, list: &str, merge: serde_json::Value) -> Change {
     }
 }
 
-fn put(key: String, list: &str, sort_key: String, body: serde_json::Value) -> Change {
+fn put(key: String, list: &str, sort_key: String, body: Body) -> Change {
     Change::Put {
         key,
         doc: Doc {
@@ -99,7 +99,7 @@ impl Projection for Lifecycle {
                 qr(&e.qr_id),
                 "qr:open",
                 format!("{}/{}", e.last_usable_day, e.qr_id),
-                json!({
+                body!({
                     "qr_id": e.qr_id,
                     "subscriber": stream,
                     "certificate_serial": e.certificate_serial,
@@ -154,7 +154,7 @@ impl Projection for Lifecycle {
                 format!("reissue/{}", e.request_id),
                 "reissue:open",
                 format!("{at}/{}", e.request_id),
-                json!({
+                body!({
                     "request_id": e.request_id,
                     "subscriber": stream,
                     "certificate_serial": e.certificate_serial,
@@ -184,7 +184,7 @@ impl Projection for Lifecycle {
                 format!("case/{}", e.case_id),
                 "case:open",
                 format!("{at}/{}", e.case_id),
-                json!({
+                body!({
                     "case_id": e.case_id,
                     "subscriber": stream,
                     "kind": e.kind,
@@ -204,7 +204,7 @@ impl Projection for Lifecycle {
                 format!("proposal/{}", e.proposal_id),
                 "proposal:open",
                 format!("{at}/{}", e.proposal_id),
-                json!({
+                body!({
                     "proposal_id": e.proposal_id,
                     "subscriber": stream,
                     "case_id": e.case_id,
@@ -238,7 +238,7 @@ impl Projection for Lifecycle {
                 format!("revoked/{}", e.serial),
                 &format!("revoked:{}", e.authority),
                 format!("{}/{}", e.revoked_at, e.serial),
-                json!({
+                body!({
                     "serial": e.serial,
                     "authority": e.authority,
                     "kind": e.kind,

@@ -15,7 +15,7 @@ use hpki_events::vocabulary::{CardOutcome, Delivery, QrDelivery};
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
 
-use crate::{Change, Doc, Projection};
+use crate::{Change, Doc, Projection, body};
 
 pub struct Outbox;
 
@@ -55,7 +55,7 @@ impl Projection for Outbox {
                 doc: Doc {
                     list: "mail:pending".into(),
                     sort_key: format!("{at}/{}", event.event_id),
-                    body: json!({
+                    body: body!({
                         "mail_id": event.event_id,
                         "kind": kind,
                         "subscriber": event.stream,
@@ -128,7 +128,7 @@ impl Projection for PrintQueue {
                     doc: Doc {
                         list: format!("print:waiting:{authority}"),
                         sort_key: format!("{destination}/{}/{}", event.stream, e.qr_id),
-                        body: json!({
+                        body: body!({
                             "qr_id": e.qr_id,
                             "subscriber": event.stream,
                             "destination": destination,
@@ -158,7 +158,7 @@ impl Projection for PrintQueue {
                     doc: Doc {
                         list: format!("batch:{}", e.mail_house),
                         sort_key: format!("{}/{}", e.created_at, e.batch_id),
-                        body: json!({
+                        body: body!({
                             "batch_id": e.batch_id,
                             "authority": e.authority,
                             "mail_house": e.mail_house,

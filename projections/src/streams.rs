@@ -4,9 +4,8 @@
 
 use hpki_events::RecordedEvent;
 use hpki_events::envelope::format_time;
-use serde_json::json;
 
-use crate::{Change, Doc, Projection};
+use crate::{Change, Doc, Projection, body};
 
 pub struct Streams;
 
@@ -22,7 +21,7 @@ impl Projection for Streams {
             doc: Doc {
                 list: category.to_owned(),
                 sort_key: event.stream.clone(),
-                body: json!({
+                body: body!({
                     "version": event.version,
                     "last_type": event.event.type_name(),
                     "last_position": event.position,

@@ -15,7 +15,7 @@ use hpki_events::vocabulary::{Certificate, QrDelivery};
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
 
-use crate::{Change, Doc, Projection};
+use crate::{Change, Doc, Projection, body};
 
 pub struct Applications;
 
@@ -42,7 +42,7 @@ impl Projection for Applications {
                     list: "received".into(),
                     // Oldest first: the order staff work through them.
                     sort_key: format!("{at}/{}", e.application_id),
-                    body: json!({
+                    body: body!({
                         "application_id": e.application_id,
                         "subscriber": event.stream,
                         "authority": e.authority,
@@ -115,6 +115,7 @@ fn certificate_doc(
     event: &RecordedEvent,
     application_id: uuid::Uuid,
     cert: &Certificate,
+    card_serial: Option<&str>,
 ) -> Change {
     let authority = event.stream.split('-').nth(1).unwrap_or_default();
     Change::Put {
@@ -122,7 +123,7 @@ fn certificate_doc(
         doc: Doc {
             list: kind.into(),
             sort_key: format!("{}/{}", format_time(event.recorded_at), cert.serial),
-            body: json!({
+            body: body!({
                 "serial": cert.serial,
                 "kind": kind,
                 "authority": authority,
@@ -132,6 +133,7 @@ fn certificate_doc(
                 "not_after": cert.not_after,
                 "issued_at": format_time(event.recorded_at),
                 "der": cert.der,
+                "card_serial": card_serial,
             }),
         },
     }
@@ -144,21 +146,20 @@ impl Projection for Certificates {
 
     fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
         match &event.event {
-            Event::CardCertificateIssued(e) => {
-                let mut change = certificate_doc("card", event, e.application_id, &e.certificate);
-                if let Change::Put { doc, .. } = &mut change {
-                    doc.body["card_serial"] = json!(e.card_serial);
-                }
-                vec![change]
-            }
-            Event::SecondCertificateIssued(e) => {
-                vec![certificate_doc(
-                    "second",
-                    event,
-                    e.application_id,
-                    &e.certificate,
-                )]
-            }
+            Event::CardCertificateIssued(e) => vec![certificate_doc(
+                "card",
+                event,
+                e.application_id,
+                &e.certificate,
+                Some(&e.card_serial),
+            )],
+            Event::SecondCertificateIssued(e) => vec![certificate_doc(
+                "second",
+                event,
+                e.application_id,
+                &e.certificate,
+                None,
+            )],
             _ => vec![],
         }
     }
@@ -175,16 +176,16 @@ impl Projection for Qrs {
         match &event.event {
             Event::QrIssued(e) => {
                 let (list, destination) = match &e.delivery {
-                    QrDelivery::Print { destination } => ("to_print", json!(destination)),
-                    QrDelivery::Email => ("email", json!(null)),
-                    QrDelivery::Screen => ("screen", json!(null)),
+                    QrDelivery::Print { destination } => ("to_print", Some(destination)),
+                    QrDelivery::Email => ("email", None),
+                    QrDelivery::Screen => ("screen", None),
                 };
                 vec![Change::Put {
                     key: e.qr_id.to_string(),
                     doc: Doc {
                         list: list.into(),
                         sort_key: format!("{}/{}", format_time(event.recorded_at), e.qr_id),
-                        body: json!({
+                        body: body!({
                             "qr_id": e.qr_id,
                             "subscriber": event.stream,
                             "application_id": e.application_id,
@@ -222,7 +223,7 @@ impl Projection for Cards {
                     doc: Doc {
                         list: format!("{authority}:available"),
                         sort_key: format!("{at}/{}", card.card_serial),
-                        body: json!({ "card_serial": card.card_serial, "authority": authority,
+                        body: body!({ "card_serial": card.card_serial, "authority": authority,
                                       "received_at": at }),
                     },
                 })

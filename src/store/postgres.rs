@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use hpki_events::ChainHash;
-use hpki_projections::{Change, Doc};
+use hpki_projections::{Body, Change, Doc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row as _, Transaction};
 use uuid::Uuid;
@@ -284,7 +284,7 @@ async fn apply_change(
             .bind(key)
             .bind(&doc.list)
             .bind(&doc.sort_key)
-            .bind(doc.body.to_string())
+            .bind(doc.body.as_str())
             .execute(&mut **tx)
             .await?;
         }
@@ -297,13 +297,21 @@ async fn apply_change(
             .fetch_optional(&mut **tx)
             .await?;
             if let Some(row) = row {
-                let (_, mut doc) = doc_row(&row)?;
-                hpki_projections::patch(&mut doc, list.as_deref(), merge);
+                let mut doc = Doc {
+                    list: row.get(1),
+                    sort_key: row.get(2),
+                    body: Body::stored(row.get(3)),
+                };
+                doc.patch(list.as_deref(), merge)
+                    .map_err(|source| StoreError::Corrupt {
+                        position: 0,
+                        source,
+                    })?;
                 sqlx::query("UPDATE read_models SET list = $3, body = $4::jsonb WHERE projection = $1 AND key = $2")
                     .bind(name)
                     .bind(key)
                     .bind(&doc.list)
-                    .bind(doc.body.to_string())
+                    .bind(doc.body.as_str())
                     .execute(&mut **tx)
                     .await?;
             }

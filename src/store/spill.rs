@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use hpki_projections::Doc;
+use hpki_projections::{Body, Doc};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,12 +23,12 @@ enum Request {
     /// Puts (`Some`) and deletes (`None`) for one projection.
     Write {
         projection: &'static str,
-        docs: Vec<(String, Option<Doc>)>,
+        docs: Vec<(String, Option<Doc<Body>>)>,
     },
     Read {
         projection: &'static str,
         key: String,
-        reply: oneshot::Sender<Result<Option<Doc>, StoreError>>,
+        reply: oneshot::Sender<Result<Option<Doc<Body>>, StoreError>>,
     },
     /// Commits and closes; answers with the number of documents held.
     Finish {
@@ -67,7 +67,7 @@ impl Spill {
     pub async fn write(
         &self,
         projection: &'static str,
-        docs: Vec<(String, Option<Doc>)>,
+        docs: Vec<(String, Option<Doc<Body>>)>,
     ) -> Result<(), StoreError> {
         self.send(Request::Write { projection, docs }).await
     }
@@ -77,7 +77,7 @@ impl Spill {
         &self,
         projection: &'static str,
         key: &str,
-    ) -> Result<Option<Doc>, StoreError> {
+    ) -> Result<Option<Doc<Body>>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Read {
             projection,
@@ -256,7 +256,7 @@ fn serve(conn: Connection, mut requests: mpsc::Receiver<Request>) {
 fn write(
     conn: &Connection,
     projection: &str,
-    docs: &[(String, Option<Doc>)],
+    docs: &[(String, Option<Doc<Body>>)],
 ) -> rusqlite::Result<()> {
     let mut upsert = conn.prepare_cached(
         "INSERT INTO read_models (projection, key, list, sort_key, body)
@@ -266,34 +266,37 @@ fn write(
     )?;
     let mut delete =
         conn.prepare_cached("DELETE FROM read_models WHERE projection = ?1 AND key = ?2")?;
-    // One buffer for every body: serde_json writes into it directly.
-    let mut body = Vec::with_capacity(1024);
     for (key, doc) in docs {
         match doc {
-            Some(doc) => {
-                body.clear();
-                serde_json::to_writer(&mut body, &doc.body)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                let body = std::str::from_utf8(&body).expect("serde_json writes UTF-8");
-                upsert.execute(params![projection, key, doc.list, doc.sort_key, body])?
-            }
+            Some(doc) => upsert.execute(params![
+                projection,
+                key,
+                doc.list,
+                doc.sort_key,
+                doc.body.as_str()
+            ])?,
             None => delete.execute(params![projection, key])?,
         };
     }
     Ok(())
 }
 
-fn read(conn: &Connection, projection: &str, key: &str) -> Result<Option<Doc>, StoreError> {
+fn read(conn: &Connection, projection: &str, key: &str) -> Result<Option<Doc<Body>>, StoreError> {
     let mut statement = conn
         .prepare_cached(
-            "SELECT key, list, sort_key, body FROM read_models WHERE projection = ?1 AND key = ?2",
+            "SELECT list, sort_key, body FROM read_models WHERE projection = ?1 AND key = ?2",
         )
         .map_err(spill_error)?;
-    let row = statement
-        .query_row(params![projection, key], |row| Ok(doc_row(row)))
+    statement
+        .query_row(params![projection, key], |row| {
+            Ok(Doc {
+                list: row.get(0)?,
+                sort_key: row.get(1)?,
+                body: Body::stored(row.get(2)?),
+            })
+        })
         .optional()
-        .map_err(spill_error)?;
-    Ok(row.transpose()?.map(|(_, doc)| doc))
+        .map_err(spill_error)
 }
 
 fn finish(conn: Connection, list_index: bool) -> Result<i64, StoreError> {
@@ -309,19 +312,6 @@ fn finish(conn: Connection, list_index: bool) -> Result<i64, StoreError> {
         .map_err(spill_error)?;
     conn.close().map_err(|(_, e)| spill_error(e))?;
     Ok(count)
-}
-
-fn doc_row(row: &rusqlite::Row<'_>) -> Result<(String, Doc), StoreError> {
-    let body: String = row.get(3).map_err(spill_error)?;
-    let body = parse_body(&body)?;
-    Ok((
-        row.get(0).map_err(spill_error)?,
-        Doc {
-            list: row.get(1).map_err(spill_error)?,
-            sort_key: row.get(2).map_err(spill_error)?,
-            body,
-        },
-    ))
 }
 
 /// A body the writer stored; not parsing is a corrupt file (position 0: not an event's).

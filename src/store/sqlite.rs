@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use hpki_events::ChainHash;
-use hpki_projections::{Change, Doc};
+use hpki_projections::{Body, Change, Doc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
@@ -345,7 +345,7 @@ async fn apply_change(
             .bind(key)
             .bind(&doc.list)
             .bind(&doc.sort_key)
-            .bind(doc.body.to_string())
+            .bind(doc.body.as_str())
             .execute(&mut **tx)
             .await?;
         }
@@ -356,13 +356,21 @@ async fn apply_change(
                 .fetch_optional(&mut **tx)
                 .await?;
             if let Some(row) = row {
-                let (_, mut doc) = doc_row(&row)?;
-                hpki_projections::patch(&mut doc, list.as_deref(), merge);
+                let mut doc = Doc {
+                    list: row.get(1),
+                    sort_key: row.get(2),
+                    body: Body::stored(row.get(3)),
+                };
+                doc.patch(list.as_deref(), merge)
+                    .map_err(|source| StoreError::Corrupt {
+                        position: 0,
+                        source,
+                    })?;
                 sqlx::query("UPDATE read_models SET list = ?3, body = ?4 WHERE projection = ?1 AND key = ?2")
                     .bind(name)
                     .bind(key)
                     .bind(&doc.list)
-                    .bind(doc.body.to_string())
+                    .bind(doc.body.as_str())
                     .execute(&mut **tx)
                     .await?;
             }
