@@ -48,6 +48,12 @@ impl Spill {
     /// Creates a new spill file at `path` with the store's schema (so a replay's file opens as a
     /// store of read models), and starts its writer.
     pub async fn create(path: &Path) -> Result<Spill, StoreError> {
+        // 16 KB pages rather than SQLite's 4 KB: a million documents take a quarter of the page
+        // splits and page-cache lookups (BENCHMARKS.md). Set on the empty file, before the
+        // schema is written: a page size holds only from a database's creation.
+        Connection::open(path)
+            .and_then(|conn| conn.execute_batch("PRAGMA page_size = 16384; VACUUM;"))
+            .map_err(spill_error)?;
         let url = format!("sqlite://{}", path.display());
         SqliteStore::connect(&url).await?.pool.close().await;
         let conn = open(path).map_err(spill_error)?;
