@@ -121,6 +121,7 @@ impl Default for BodyWriter {
 #[macro_export]
 macro_rules! body {
     ({ $($key:literal : $value:expr),* $(,)? }) => {{
+        #[allow(unused_mut)] // `body!({})` writes no field
         let mut writer = $crate::BodyWriter::new();
         $( writer.field($key, &$value); )*
         writer.finish()
