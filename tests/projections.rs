@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use hpki_backoffice::projection_runner::{self, catch_up, rebuild, replay_as_of};
+use hpki_backoffice::projection_runner::{self, catch_up, catch_up_named, rebuild, replay_as_of};
 use hpki_backoffice::store::ExpectedVersion;
 use hpki_events::vocabulary::ApplicationApproved;
 use hpki_events::{Event, NewEvent};
@@ -104,6 +104,24 @@ async fn a_rebuild_gives_the_rows_the_runner_built() {
         assert_eq!(
             store.docs("streams", None, 1_000).await.unwrap(),
             incremental,
+            "{}",
+            db.backend
+        );
+        // Documents in Japanese, with quotes and commas in their bodies, copy over unchanged.
+        catch_up_named(&store, "applications").await.unwrap();
+        let applications = store.docs("applications", None, 1_000).await.unwrap();
+        assert!(
+            applications.iter().any(|(_, doc)| doc.body["name_kanji"]
+                .as_str()
+                .is_some_and(|n| !n.is_ascii())),
+            "{applications:?}"
+        );
+        rebuild(&store, Some("applications"), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            store.docs("applications", None, 1_000).await.unwrap(),
+            applications,
             "{}",
             db.backend
         );
