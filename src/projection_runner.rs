@@ -91,8 +91,12 @@ pub async fn status(store: &Store) -> anyhow::Result<Vec<Status>> {
 }
 
 /// Documents a fold keeps in memory before it writes them out to its spill. Bounds the memory
-/// of a rebuild or replay whatever the size of the log: 20,000 documents are some tens of MB.
-const FOLD_CACHE_DOCS: usize = 20_000;
+/// of a rebuild or replay whatever the size of the log: a document held is about 500 bytes, so
+/// 100,000 are some 50 MB. The documents in steady use (each stream's row, say) must fit in it
+/// with room to spare, or flushes keep writing them out and reading them back: with 20,000, a
+/// replay of the benchmark's log (10,000 streams) wrote 2,000,001 rows to its spill for
+/// 1,010,001 documents; with 100,000 it writes each once (BENCHMARKS.md, session 12).
+const FOLD_CACHE_DOCS: usize = 100_000;
 
 /// Every projection's documents while the log is folded: a bounded cache in front of a SQLite
 /// `read_models` table (the replay's own file, or a scratch file for a rebuild). When the cache
