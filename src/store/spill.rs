@@ -201,10 +201,10 @@ pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // No journal and no fsync while folding: the file is either finished (and a replay's is
-    // complete then) or removed, never rolled back and kept. 64 MB of page cache keeps the key
-    // index in memory (256 MB measured no faster). The work lists' index
-    // (migrations/sqlite/0003_read_models.sql) is built once at the end, if at all, rather than
-    // kept up to date through every write.
+    // complete then) or removed, never rolled back and kept. 64 MB of page cache keeps the
+    // upper levels of the table's B-tree in memory (256 MB measured no faster). The work
+    // lists' index (migrations/sqlite/0006_read_models_without_rowid.sql) is built once at
+    // the end, if at all, rather than kept up to date through every write.
     conn.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY;
