@@ -299,3 +299,63 @@ async fn a_follower_sees_every_event_once_in_order_under_concurrent_writers() {
         assert_eq!(seen.len() as i64, total);
     }
 }
+
+/// Batches large enough to be encoded on another thread while the store reads (64 events or
+/// more), and a single event encoded in place, stored with the bytes `Body::encode` writes:
+/// also when the clock stands behind the log's last recorded time, where the events take that
+/// time and are encoded again.
+#[tokio::test]
+async fn events_encoded_ahead_are_stored_as_their_bodies_encode() {
+    for db in both().await {
+        let clock = clock();
+        let store = open(&db, clock.clone()).await;
+        let batch = |round: u64| -> Vec<StreamAppend> {
+            (0..100)
+                .map(|i| StreamAppend {
+                    stream: format!("application-{i}"),
+                    expected: ExpectedVersion::Any,
+                    events: vec![NewEvent::new(application(round * 100 + i))],
+                })
+                .collect()
+        };
+        store.append(batch(0), meta()).await.unwrap();
+        // An hour behind the log: every later event is stamped with the log's last time.
+        clock.set(time::macros::datetime!(2026-11-21 23:00 UTC));
+        store.append(batch(1), meta()).await.unwrap();
+        store
+            .append_to(
+                "application-0",
+                ExpectedVersion::Exact(2),
+                vec![NewEvent::new(application(999))],
+                meta(),
+            )
+            .await
+            .unwrap();
+
+        let rows = store.read_page(0, 1_000).await.unwrap();
+        assert_eq!(rows.len(), 201, "{}", db.backend);
+        for (n, row) in rows.iter().enumerate() {
+            let body = hpki_events::Body::decode(&row.body).unwrap();
+            assert_eq!(
+                body.encode().unwrap(),
+                row.body,
+                "{} position {}",
+                db.backend,
+                n + 1
+            );
+            assert_eq!((body.position, row.position), (n as i64 + 1, n as i64 + 1));
+            assert_eq!(body.version, row.version);
+            assert_eq!(
+                body.recorded_at, "2026-11-22T00:00:00.000000Z",
+                "{}",
+                db.backend
+            );
+        }
+        assert_eq!(rows[150].version, 2, "{}", db.backend);
+        assert_eq!(rows[200].version, 3, "{}", db.backend);
+        let summary = hpki_backoffice::audit::verify(&store, &audit_key().public(), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(summary.events, 201, "{}", db.backend);
+    }
+}

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, TryStreamExt};
-use hpki_events::envelope::{format_time, unix_micros};
-use hpki_events::{Body, ChainHash, DecodeError, EncodeError, Metadata, NewEvent, RecordedEvent};
+use hpki_events::envelope::{Encoded, format_time, unix_micros};
+use hpki_events::{ChainHash, DecodeError, EncodeError, Metadata, NewEvent, RecordedEvent};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -160,9 +160,14 @@ pub enum Db {
 
 /// One append waiting for the writer.
 struct Request {
+    submitted: Submitted,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// What one append asks to write.
+struct Submitted {
     appends: Vec<StreamAppend>,
     metadata: Metadata,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
 /// The store handle: cheap to clone, shared by the server, the processors and the CLI.
@@ -176,6 +181,10 @@ pub struct Store {
 
 /// Most events the writer puts in one transaction.
 const GROUP_LIMIT: usize = 2_000;
+/// Groups of at least this many events are encoded on a blocking thread while the store reads
+/// what the group needs; smaller ones are encoded in place, where a thread hand-off would cost
+/// more than it saves.
+const ENCODE_APART: usize = 64;
 /// Rows per page when reading the log in order.
 pub const PAGE: i64 = 5_000;
 
@@ -224,8 +233,7 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(Request {
-                appends,
-                metadata,
+                submitted: Submitted { appends, metadata },
                 reply,
             })
             .await
@@ -540,7 +548,8 @@ pub(crate) struct Row {
 /// Decides, without I/O, what each request of a group writes. Requests are taken in arrival
 /// order; a refused request changes nothing and does not affect the others.
 fn plan(
-    group: &[Request],
+    group: &[Submitted],
+    encoded: Vec<Vec<Result<Encoded, Arc<EncodeError>>>>,
     mut known: Known,
     now: OffsetDateTime,
 ) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head) {
@@ -550,15 +559,16 @@ fn plan(
         .expect("a stored time is in range");
     let mut rows = Vec::new();
     let mut outcomes = Vec::with_capacity(group.len());
-    for request in group {
-        let outcome = plan_one(request, &mut known, recorded_at, &mut rows);
+    for (request, encoded) in group.iter().zip(encoded) {
+        let outcome = plan_one(request, encoded, &mut known, recorded_at, &mut rows);
         outcomes.push(outcome);
     }
     (rows, outcomes, known.head)
 }
 
 fn plan_one(
-    request: &Request,
+    request: &Submitted,
+    encoded: Vec<Result<Encoded, Arc<EncodeError>>>,
     known: &mut Known,
     recorded_at: OffsetDateTime,
     rows: &mut Vec<Row>,
@@ -586,6 +596,7 @@ fn plan_one(
     let mut head = known.head;
     let mut new_rows = Vec::with_capacity(ids.len());
     let mut versions: HashMap<&str, i64> = HashMap::new();
+    let mut encoded = encoded.into_iter();
     for append in &request.appends {
         let version = versions
             .entry(&append.stream)
@@ -605,16 +616,15 @@ fn plan_one(
         for event in &append.events {
             *version += 1;
             let position = head.position + 1;
-            let body = Body::new(
-                event,
-                &request.metadata,
-                &append.stream,
-                *version,
-                position,
-                recorded_at,
-            )
-            .and_then(|body| body.encode())
-            .map_err(|e| AppendError::Encode(Arc::new(e)))?;
+            // Encoded ahead at the time the group was taken; again here in the rare case the
+            // log's last event is later than that (another process's clock ran ahead).
+            let ahead = match encoded.next() {
+                Some(Ok(ahead)) if ahead.recorded_at == recorded_at => ahead,
+                Some(Err(error)) => return Err(AppendError::Encode(error)),
+                _ => Encoded::new(event, &request.metadata, &append.stream, recorded_at)
+                    .map_err(|e| AppendError::Encode(Arc::new(e)))?,
+            };
+            let body = ahead.finish(position, *version);
             let hash = head.hash.next(&body);
             new_rows.push(Row {
                 position,
@@ -655,18 +665,25 @@ async fn write_loop(
     appended: Arc<AtomicU64>,
 ) {
     while let Some(first) = requests.recv().await {
-        let mut group = vec![first];
+        let mut group = vec![first.submitted];
+        let mut replies = vec![first.reply];
         let mut events: usize = group[0].appends.iter().map(|a| a.events.len()).sum();
         while events < GROUP_LIMIT {
             match requests.try_recv() {
                 Ok(next) => {
-                    events += next.appends.iter().map(|a| a.events.len()).sum::<usize>();
-                    group.push(next);
+                    events += next
+                        .submitted
+                        .appends
+                        .iter()
+                        .map(|a| a.events.len())
+                        .sum::<usize>();
+                    group.push(next.submitted);
+                    replies.push(next.reply);
                 }
                 Err(_) => break,
             }
         }
-        let result = commit_group(&db, &group, clock.now()).await;
+        let result = commit_group(&db, Arc::new(group), events, clock.now()).await;
         match result {
             Ok((outcomes, new_head)) => {
                 let written: usize = outcomes.iter().flatten().map(|a| a.written).sum();
@@ -676,17 +693,15 @@ async fn write_loop(
                     *known = new_head;
                     moved
                 });
-                for (request, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(outcome);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "appending a group of events failed");
                 let error = Arc::new(error);
-                for request in group {
-                    let _ = request
-                        .reply
-                        .send(Err(AppendError::Database(error.clone())));
+                for reply in replies {
+                    let _ = reply.send(Err(AppendError::Database(error.clone())));
                 }
             }
         }
@@ -696,9 +711,28 @@ async fn write_loop(
 /// Lock the head, learn what the group touches, plan, insert, move the head, commit.
 async fn commit_group(
     db: &Db,
-    group: &[Request],
+    group: Arc<Vec<Submitted>>,
+    events: usize,
     now: OffsetDateTime,
 ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
+    // The time as the log stores it (microseconds), so the encoded bytes hold what plan checks.
+    let at = OffsetDateTime::from_unix_timestamp_nanos(unix_micros(now) as i128 * 1000)
+        .expect("the clock's time is in range");
+    let encoding = if events >= ENCODE_APART {
+        let group = group.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            encode_group(&group, at)
+        }))
+    } else {
+        None
+    };
+    let plan = async |known| {
+        let encoded = match encoding {
+            Some(apart) => apart.await.expect("encoding events does not panic"),
+            None => encode_group(&group, at),
+        };
+        plan(&group, encoded, known, now)
+    };
     let ids: Vec<Uuid> = group
         .iter()
         .flat_map(|r| {
@@ -714,15 +748,30 @@ async fn commit_group(
     streams.sort_unstable();
     streams.dedup();
     match db {
-        Db::Sqlite(db) => {
-            db.commit_group(&ids, &streams, |known| plan(group, known, now))
-                .await
-        }
-        Db::Postgres(db) => {
-            db.commit_group(&ids, &streams, |known| plan(group, known, now))
-                .await
-        }
+        Db::Sqlite(db) => db.commit_group(&ids, &streams, plan).await,
+        Db::Postgres(db) => db.commit_group(&ids, &streams, plan).await,
     }
+}
+
+/// Every event of `group` encoded as recorded at `at`, by request.
+fn encode_group(
+    group: &[Submitted],
+    at: OffsetDateTime,
+) -> Vec<Vec<Result<Encoded, Arc<EncodeError>>>> {
+    group
+        .iter()
+        .map(|request| {
+            request
+                .appends
+                .iter()
+                .flat_map(|append| {
+                    append.events.iter().map(|event| {
+                        Encoded::new(event, &request.metadata, &append.stream, at).map_err(Arc::new)
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Shown in messages about a stored time.

@@ -66,7 +66,7 @@ impl PgStore {
         &self,
         ids: &[Uuid],
         streams: &[&str],
-        plan: impl FnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
+        plan: impl AsyncFnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
     ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
         // Five round trips: begin; lock the head; what is stored (ids, versions); insert and
         // move the head; commit. The lock comes first and alone: in READ COMMITTED each
@@ -80,7 +80,8 @@ impl PgStore {
             head,
             existing_ids,
             versions,
-        });
+        })
+        .await;
         if !rows.is_empty() {
             insert_rows(&mut tx, &rows, Some(&new_head)).await?;
         }

@@ -17,6 +17,14 @@ use super::{AppendError, Appended, CheckpointRow, Head, Known, RawEvent, Row, St
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Bytes a database page, for a database this creates (an existing file keeps its own). The
+/// benchmark's batches of 1,000 events over 10,000 streams: 4 KB pages 28,261 events/s at a
+/// million events, 16 KB 41,693-48,316, 32 KB 46,357-49,058, 64 KB 40,357-40,586
+/// (BENCHMARKS.md, session 13). Each append touches a page of the `(stream, version)` index
+/// for nearly every event; larger pages mean fewer of them to find, write to the WAL and copy
+/// back.
+const PAGE_SIZE: u32 = 32_768;
+
 /// Nine columns a row; SQLite allows 32,766 bound values a statement.
 const INSERT_CHUNK: usize = 1_000;
 
@@ -35,6 +43,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(format!("database URL {url:?}: {e}")))?
             .create_if_missing(true)
+            .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
@@ -91,7 +100,7 @@ impl SqliteStore {
         &self,
         ids: &[Uuid],
         streams: &[&str],
-        plan: impl FnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
+        plan: impl AsyncFnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
     ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head = head(&mut *tx).await?;
@@ -112,7 +121,8 @@ impl SqliteStore {
             head,
             existing_ids,
             versions,
-        });
+        })
+        .await;
         if !rows.is_empty() {
             insert_rows(&mut tx, &rows).await?;
             set_head(&mut tx, &new_head).await?;
