@@ -555,8 +555,7 @@ fn plan(
 ) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head) {
     // Recorded times never go backwards, so "the log as of T" is always a prefix of it.
     let now_us = unix_micros(now).max(known.head.recorded_at);
-    let recorded_at = OffsetDateTime::from_unix_timestamp_nanos(now_us as i128 * 1000)
-        .expect("a stored time is in range");
+    let recorded_at = from_micros(now_us).expect("a stored time is in range");
     let mut rows = Vec::new();
     let mut outcomes = Vec::with_capacity(group.len());
     for (request, encoded) in group.iter().zip(encoded) {
@@ -716,8 +715,7 @@ async fn commit_group(
     now: OffsetDateTime,
 ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
     // The time as the log stores it (microseconds), so the encoded bytes hold what plan checks.
-    let at = OffsetDateTime::from_unix_timestamp_nanos(unix_micros(now) as i128 * 1000)
-        .expect("the clock's time is in range");
+    let at = from_micros(unix_micros(now)).expect("the clock's time is in range");
     let encoding = if events >= ENCODE_APART {
         let group = group.clone();
         Some(tokio::task::spawn_blocking(move || {
@@ -726,7 +724,7 @@ async fn commit_group(
     } else {
         None
     };
-    let plan = async |known| {
+    let encode_and_plan = async |known| {
         let encoded = match encoding {
             Some(apart) => apart.await.expect("encoding events does not panic"),
             None => encode_group(&group, at),
@@ -748,8 +746,8 @@ async fn commit_group(
     streams.sort_unstable();
     streams.dedup();
     match db {
-        Db::Sqlite(db) => db.commit_group(&ids, &streams, plan).await,
-        Db::Postgres(db) => db.commit_group(&ids, &streams, plan).await,
+        Db::Sqlite(db) => db.commit_group(&ids, &streams, encode_and_plan).await,
+        Db::Postgres(db) => db.commit_group(&ids, &streams, encode_and_plan).await,
     }
 }
 
@@ -774,11 +772,16 @@ fn encode_group(
         .collect()
 }
 
+/// A time stored as microseconds since the Unix epoch ([`unix_micros`]); `None` out of range.
+fn from_micros(micros: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000).ok()
+}
+
 /// Shown in messages about a stored time.
 pub fn show_micros(micros: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
+    from_micros(micros)
         .map(format_time)
-        .unwrap_or_else(|_| micros.to_string())
+        .unwrap_or_else(|| micros.to_string())
 }
 
 #[cfg(test)]
