@@ -1,5 +1,6 @@
 //! Event-log benchmarks for BENCHMARKS.md. Run: `cargo bench --bench event_log [-- EVENTS]`
-//! (default 1,000,000). Needs PostgreSQL at $HPKI_TEST_POSTGRES_URL
+//! (default 1,000,000). `HPKI_BENCH_SQLITE_FILE` and `HPKI_BENCH_PHASES` (below) are for
+//! profiling one phase. Needs PostgreSQL at $HPKI_TEST_POSTGRES_URL
 //! (default postgres://postgres@127.0.0.1:5432/test) and `pgbench` on the PATH.
 
 use std::sync::Arc;
@@ -261,7 +262,11 @@ async fn main() {
     if !backends.contains("sqlite") {
         return run_postgres(total, clock).await;
     }
-    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+    // HPKI_BENCH_SQLITE_FILE=path keeps the SQLite log there, so that a later run can profile
+    // one phase on the log an earlier run appended (`HPKI_BENCH_PHASES=replay`, say).
+    let file = std::env::var("HPKI_BENCH_SQLITE_FILE")
+        .map_or_else(|_| dir.path().join("bench.db"), std::path::PathBuf::from);
+    let sqlite = format!("sqlite://{}", file.display());
     run("sqlite", &sqlite, total, clock.clone()).await;
     if backends.contains("postgres") {
         run_postgres(total, clock).await;

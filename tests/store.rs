@@ -359,3 +359,73 @@ async fn events_encoded_ahead_are_stored_as_their_bodies_encode() {
         assert_eq!(summary.events, 201, "{}", db.backend);
     }
 }
+
+/// Two stores on one database (two processes of the back office) appending to the same streams
+/// in turn. Each store remembers the versions its last commit left; once the other store has
+/// appended, those are stale, and the next append must read them again: the versions continue
+/// without a gap or a clash, and an expected version is checked against the true one.
+#[tokio::test]
+async fn two_stores_appending_to_the_same_streams_in_turn_see_each_others_versions() {
+    for db in both().await {
+        let one = open(&db, clock()).await;
+        let other = open(&db, clock()).await;
+        let streams = ["application-1", "application-2"];
+        let append = |store: &hpki_backoffice::store::Store, expected: i64, n: u64| {
+            let appends = streams
+                .iter()
+                .map(|stream| StreamAppend {
+                    stream: (*stream).to_owned(),
+                    expected: ExpectedVersion::Exact(expected),
+                    events: vec![NewEvent::new(application(n))],
+                })
+                .collect();
+            let store = store.clone();
+            async move { store.append(appends, meta()).await }
+        };
+        one.append_to(
+            streams[0],
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(application(0))],
+            meta(),
+        )
+        .await
+        .unwrap();
+        one.append_to(
+            streams[1],
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(application(0))],
+            meta(),
+        )
+        .await
+        .unwrap();
+        for turn in 1..=4i64 {
+            let (mover, stale) = if turn % 2 == 1 {
+                (&other, &one)
+            } else {
+                (&one, &other)
+            };
+            append(mover, turn, turn as u64).await.unwrap_or_else(|e| {
+                panic!("{}: turn {turn}: {e}", db.backend);
+            });
+            // The store that did not move still remembers version `turn` from its own last
+            // append (or none); the stream is at `turn + 1` now.
+            let err = append(stale, turn, 100).await.unwrap_err();
+            assert!(
+                matches!(err, AppendError::Conflict { actual, .. } if actual == turn + 1),
+                "{}: turn {turn}: {err}",
+                db.backend
+            );
+        }
+        for stream in streams {
+            let versions: Vec<i64> = one
+                .read_stream(stream)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.version)
+                .collect();
+            assert_eq!(versions, vec![1, 2, 3, 4, 5], "{}: {stream}", db.backend);
+        }
+        assert_eq!(one.count_events().await.unwrap(), 10, "{}", db.backend);
+    }
+}

@@ -15,7 +15,8 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
 use super::{
-    AppendError, Appended, CheckpointRow, Head, Known, RawEvent, Row, StoreError, redact_url,
+    AppendError, Appended, CheckpointRow, Head, Known, LastCommit, RawEvent, Row, StoreError,
+    redact_url,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -66,27 +67,30 @@ impl PgStore {
         &self,
         ids: &[Uuid],
         streams: &[&str],
-        plan: impl AsyncFnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
-    ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
+        last: &LastCommit,
+        plan: impl AsyncFnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Known),
+    ) -> Result<(Vec<Result<Appended, AppendError>>, Known), sqlx::Error> {
         // Five round trips: begin; lock the head; what is stored (ids, versions); insert and
         // move the head; commit. The lock comes first and alone: in READ COMMITTED each
         // statement sees what committed before it began, so the reads after the lock see every
         // append that held it before.
         let mut tx = self.pool.begin().await?;
         let head = head(&mut *tx, " FOR UPDATE").await?;
-        let (existing_ids, versions) = stored(&mut tx, ids, streams).await?;
+        let (mut versions, unknown) = last.known(&head, streams);
+        let (existing_ids, read) = stored(&mut tx, ids, &unknown).await?;
+        versions.extend(read);
 
-        let (rows, outcomes, new_head) = plan(Known {
+        let (rows, outcomes, known) = plan(Known {
             head,
             existing_ids,
             versions,
         })
         .await;
         if !rows.is_empty() {
-            insert_rows(&mut tx, &rows, Some(&new_head)).await?;
+            insert_rows(&mut tx, &rows, Some(&known.head)).await?;
         }
         tx.commit().await?;
-        Ok((outcomes, new_head.position))
+        Ok((outcomes, known))
     }
 
     pub async fn read_page(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {

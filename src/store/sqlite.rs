@@ -13,7 +13,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::{AppendError, Appended, CheckpointRow, Head, Known, RawEvent, Row, StoreError};
+use super::{
+    AppendError, Appended, CheckpointRow, Head, Known, LastCommit, RawEvent, Row, StoreError,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -100,8 +102,9 @@ impl SqliteStore {
         &self,
         ids: &[Uuid],
         streams: &[&str],
-        plan: impl AsyncFnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Head),
-    ) -> Result<(Vec<Result<Appended, AppendError>>, i64), sqlx::Error> {
+        last: &LastCommit,
+        plan: impl AsyncFnOnce(Known) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Known),
+    ) -> Result<(Vec<Result<Appended, AppendError>>, Known), sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head = head(&mut *tx).await?;
         let ids_json = serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
@@ -115,9 +118,12 @@ impl SqliteStore {
         .iter()
         .filter_map(|id| Uuid::parse_str(id).ok())
         .collect();
-        let versions = stream_versions(&mut tx, streams).await?;
+        let (mut versions, unknown) = last.known(&head, streams);
+        if !unknown.is_empty() {
+            versions.extend(stream_versions(&mut tx, &unknown).await?);
+        }
 
-        let (rows, outcomes, new_head) = plan(Known {
+        let (rows, outcomes, known) = plan(Known {
             head,
             existing_ids,
             versions,
@@ -125,10 +131,10 @@ impl SqliteStore {
         .await;
         if !rows.is_empty() {
             insert_rows(&mut tx, &rows).await?;
-            set_head(&mut tx, &new_head).await?;
+            set_head(&mut tx, &known.head).await?;
         }
         tx.commit().await?;
-        Ok((outcomes, new_head.position))
+        Ok((outcomes, known))
     }
 
     pub async fn read_page(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
