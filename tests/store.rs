@@ -300,40 +300,65 @@ async fn a_follower_sees_every_event_once_in_order_under_concurrent_writers() {
     }
 }
 
-/// Batches large enough to be encoded on another thread while the store reads (64 events or
-/// more), and a single event encoded in place, stored with the bytes `Body::encode` writes:
-/// also when the clock stands behind the log's last recorded time, where the events take that
-/// time and are encoded again.
+/// Batches large enough to be encoded on other threads while the store reads (64 events or
+/// more; in two halves from 128), and a single event encoded in place, stored with the bytes
+/// `Body::encode` writes: also when the clock stands behind the log's last recorded time, where
+/// the events take that time and are encoded again, and when a group holds a refused request
+/// between two accepted ones (each request gets its own encoded events, not its neighbour's).
 #[tokio::test]
 async fn events_encoded_ahead_are_stored_as_their_bodies_encode() {
     for db in both().await {
         let clock = clock();
         let store = open(&db, clock.clone()).await;
         let batch = |round: u64| -> Vec<StreamAppend> {
-            (0..100)
+            (0..150)
                 .map(|i| StreamAppend {
-                    stream: format!("application-{i}"),
+                    stream: format!("application-{}", i % 100),
                     expected: ExpectedVersion::Any,
-                    events: vec![NewEvent::new(application(round * 100 + i))],
+                    events: vec![NewEvent::new(application(round * 150 + i))],
                 })
                 .collect()
         };
         store.append(batch(0), meta()).await.unwrap();
+        // Three requests sent together, so the writer takes them as one group of 160 events
+        // (encoded in two halves), the middle one refused.
+        let request = |expected: ExpectedVersion, events: u64| {
+            let appends = vec![StreamAppend {
+                stream: "application-7".into(),
+                expected,
+                events: (0..events)
+                    .map(|i| NewEvent::new(application(1_000 + i)))
+                    .collect(),
+            }];
+            store.append(appends, meta())
+        };
+        let (first, refused, last) = tokio::join!(
+            request(ExpectedVersion::Exact(2), 30),
+            request(ExpectedVersion::Exact(99), 60),
+            request(ExpectedVersion::Exact(32), 70),
+        );
+        assert_eq!(first.unwrap().written, 30, "{}", db.backend);
+        assert!(
+            matches!(refused, Err(AppendError::Conflict { actual: 32, .. })),
+            "{}: {refused:?}",
+            db.backend
+        );
+        assert_eq!(last.unwrap().written, 70, "{}", db.backend);
+
         // An hour behind the log: every later event is stamped with the log's last time.
         clock.set(time::macros::datetime!(2026-11-21 23:00 UTC));
         store.append(batch(1), meta()).await.unwrap();
         store
             .append_to(
                 "application-0",
-                ExpectedVersion::Exact(2),
+                ExpectedVersion::Exact(4),
                 vec![NewEvent::new(application(999))],
                 meta(),
             )
             .await
             .unwrap();
-
         let rows = store.read_page(0, 1_000).await.unwrap();
-        assert_eq!(rows.len(), 201, "{}", db.backend);
+        assert_eq!(rows.len(), 401, "{}", db.backend);
         for (n, row) in rows.iter().enumerate() {
             let body = hpki_events::Body::decode(&row.body).unwrap();
             assert_eq!(
@@ -345,18 +370,24 @@ async fn events_encoded_ahead_are_stored_as_their_bodies_encode() {
             );
             assert_eq!((body.position, row.position), (n as i64 + 1, n as i64 + 1));
             assert_eq!(body.version, row.version);
+            assert_eq!(body.event_id, row.event_id, "{}", db.backend);
             assert_eq!(
                 body.recorded_at, "2026-11-22T00:00:00.000000Z",
                 "{}",
                 db.backend
             );
         }
-        assert_eq!(rows[150].version, 2, "{}", db.backend);
-        assert_eq!(rows[200].version, 3, "{}", db.backend);
+        // The group took positions 151 to 250; application-0 holds positions 1, 101, 251, 351
+        // and the single event's, 401.
+        assert_eq!(rows[150].stream, "application-7", "{}", db.backend);
+        assert_eq!(rows[150].version, 3, "{}", db.backend);
+        assert_eq!(rows[249].version, 102, "{}", db.backend);
+        assert_eq!(rows[250].version, 3, "{}", db.backend);
+        assert_eq!(rows[400].version, 5, "{}", db.backend);
         let summary = hpki_backoffice::audit::verify(&store, &audit_key().public(), &|_| {})
             .await
             .unwrap();
-        assert_eq!(summary.events, 201, "{}", db.backend);
+        assert_eq!(summary.events, 401, "{}", db.backend);
     }
 }
 

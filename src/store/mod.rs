@@ -170,6 +170,12 @@ struct Submitted {
     metadata: Metadata,
 }
 
+impl Submitted {
+    fn events(&self) -> usize {
+        self.appends.iter().map(|a| a.events.len()).sum()
+    }
+}
+
 /// The store handle: cheap to clone, shared by the server, the processors and the CLI.
 #[derive(Clone)]
 pub struct Store {
@@ -181,9 +187,9 @@ pub struct Store {
 
 /// Most events the writer puts in one transaction.
 const GROUP_LIMIT: usize = 2_000;
-/// Groups of at least this many events are encoded on a blocking thread while the store reads
-/// what the group needs; smaller ones are encoded in place, where a thread hand-off would cost
-/// more than it saves.
+/// Groups of at least this many events are encoded on blocking threads while the store reads
+/// what the group needs (two halves on two threads from twice this many); smaller ones are
+/// encoded in place, where a thread hand-off would cost more than it saves.
 const ENCODE_APART: usize = 64;
 /// Rows per page when reading the log in order.
 pub const PAGE: i64 = 5_000;
@@ -602,7 +608,7 @@ pub(crate) struct Row {
 /// order; a refused request changes nothing and does not affect the others.
 fn plan(
     group: &[Submitted],
-    encoded: Vec<Vec<Result<Encoded, Arc<EncodeError>>>>,
+    encoded: Vec<Result<Encoded, Arc<EncodeError>>>,
     mut known: Known,
     now: OffsetDateTime,
 ) -> (Vec<Row>, Vec<Result<Appended, AppendError>>, Known) {
@@ -611,8 +617,11 @@ fn plan(
     let recorded_at = from_micros(now_us).expect("a stored time is in range");
     let mut rows = Vec::new();
     let mut outcomes = Vec::with_capacity(group.len());
-    for (request, encoded) in group.iter().zip(encoded) {
-        let outcome = plan_one(request, encoded, &mut known, recorded_at, &mut rows);
+    let mut encoded = encoded.into_iter();
+    for request in group {
+        // Exactly this request's events, whether or not it is refused before using them all.
+        let mine = encoded.by_ref().take(request.events()).collect();
+        let outcome = plan_one(request, mine, &mut known, recorded_at, &mut rows);
         outcomes.push(outcome);
     }
     (rows, outcomes, known)
@@ -720,16 +729,11 @@ async fn write_loop(
     while let Some(first) = requests.recv().await {
         let mut group = vec![first.submitted];
         let mut replies = vec![first.reply];
-        let mut events: usize = group[0].appends.iter().map(|a| a.events.len()).sum();
+        let mut events = group[0].events();
         while events < GROUP_LIMIT {
             match requests.try_recv() {
                 Ok(next) => {
-                    events += next
-                        .submitted
-                        .appends
-                        .iter()
-                        .map(|a| a.events.len())
-                        .sum::<usize>();
+                    events += next.submitted.events();
                     group.push(next.submitted);
                     replies.push(next.reply);
                 }
@@ -774,18 +778,26 @@ async fn commit_group(
 ) -> Result<(Vec<Result<Appended, AppendError>>, Known), sqlx::Error> {
     // The time as the log stores it (microseconds), so the encoded bytes hold what plan checks.
     let at = from_micros(unix_micros(now)).expect("the clock's time is in range");
-    let encoding = if events >= ENCODE_APART {
+    let apart = |from: usize, to: usize| {
         let group = group.clone();
-        Some(tokio::task::spawn_blocking(move || {
-            encode_group(&group, at)
-        }))
-    } else {
-        None
+        tokio::task::spawn_blocking(move || encode_events(&group, at, from..to))
+    };
+    let encoding = match events {
+        n if n < ENCODE_APART => None,
+        // The database only reads meanwhile, so both cores are free to encode.
+        n if n < 2 * ENCODE_APART => Some(vec![apart(0, n)]),
+        n => Some(vec![apart(0, n / 2), apart(n / 2, n)]),
     };
     let encode_and_plan = async |known| {
         let encoded = match encoding {
-            Some(apart) => apart.await.expect("encoding events does not panic"),
-            None => encode_group(&group, at),
+            Some(parts) => {
+                let mut encoded = Vec::with_capacity(events);
+                for part in parts {
+                    encoded.extend(part.await.expect("encoding events does not panic"));
+                }
+                encoded
+            }
+            None => encode_events(&group, at, 0..events),
         };
         plan(&group, encoded, known, now)
     };
@@ -809,23 +821,27 @@ async fn commit_group(
     }
 }
 
-/// Every event of `group` encoded as recorded at `at`, by request.
-fn encode_group(
+/// The events of `group` numbered `range` (counting across its requests, in order), encoded as
+/// recorded at `at`.
+fn encode_events(
     group: &[Submitted],
     at: OffsetDateTime,
-) -> Vec<Vec<Result<Encoded, Arc<EncodeError>>>> {
+    range: std::ops::Range<usize>,
+) -> Vec<Result<Encoded, Arc<EncodeError>>> {
     group
         .iter()
-        .map(|request| {
-            request
-                .appends
-                .iter()
-                .flat_map(|append| {
-                    append.events.iter().map(|event| {
-                        Encoded::new(event, &request.metadata, &append.stream, at).map_err(Arc::new)
-                    })
-                })
-                .collect()
+        .flat_map(|request| {
+            request.appends.iter().flat_map(move |append| {
+                append
+                    .events
+                    .iter()
+                    .map(move |event| (event, &request.metadata, append.stream.as_str()))
+            })
+        })
+        .skip(range.start)
+        .take(range.len())
+        .map(|(event, metadata, stream)| {
+            Encoded::new(event, metadata, stream, at).map_err(Arc::new)
         })
         .collect()
 }
