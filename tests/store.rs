@@ -413,22 +413,8 @@ async fn two_stores_appending_to_the_same_streams_in_turn_see_each_others_versio
             let store = store.clone();
             async move { store.append(appends, meta()).await }
         };
-        one.append_to(
-            streams[0],
-            ExpectedVersion::NoStream,
-            vec![NewEvent::new(application(0))],
-            meta(),
-        )
-        .await
-        .unwrap();
-        one.append_to(
-            streams[1],
-            ExpectedVersion::NoStream,
-            vec![NewEvent::new(application(0))],
-            meta(),
-        )
-        .await
-        .unwrap();
+        // Both streams begin at version 1 (expected 0: the streams do not exist yet).
+        append(&one, 0, 0).await.unwrap();
         for turn in 1..=4i64 {
             let (mover, stale) = if turn % 2 == 1 {
                 (&other, &one)
