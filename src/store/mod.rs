@@ -542,7 +542,8 @@ pub(crate) struct Known {
 /// still where that commit put it: every append moves the head under the lock a group holds
 /// while it reads, so an unmoved head means no one else has appended since. A group then reads
 /// from the database only the versions of streams this process has not appended to lately,
-/// which at a batch of a thousand events is a third of PostgreSQL's work (BENCHMARKS.md).
+/// which at a batch of a thousand events was about a quarter of PostgreSQL's work
+/// (BENCHMARKS.md, session 14).
 /// Forgotten whole when a commit fails (its outcome is unknown) or when it holds
 /// [`LAST_COMMIT_STREAMS`].
 #[derive(Default)]
