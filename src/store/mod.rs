@@ -741,7 +741,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let result = commit_group(&db, Arc::new(group), events, clock.now(), &last).await;
+        let result = commit_group(&db, Arc::new(group), clock.now(), &last).await;
         match result {
             Ok((outcomes, known)) => {
                 let new_head = known.head.position;
@@ -773,10 +773,10 @@ async fn write_loop(
 async fn commit_group(
     db: &Db,
     group: Arc<Vec<Submitted>>,
-    events: usize,
     now: OffsetDateTime,
     last: &LastCommit,
 ) -> Result<(Vec<Result<Appended, AppendError>>, Known), sqlx::Error> {
+    let events: usize = group.iter().map(Submitted::events).sum();
     // The time as the log stores it (microseconds), so the encoded bytes hold what plan checks.
     let at = from_micros(unix_micros(now)).expect("the clock's time is in range");
     let apart = |from: usize, to: usize| {
