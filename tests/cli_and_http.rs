@@ -231,7 +231,7 @@ async fn serve_answers_health_readiness_and_metrics() {
             .await
             .unwrap();
         let base = format!("http://127.0.0.1:{}", running.port);
-        let client = reqwest::Client::new();
+        let client = http_client().build().unwrap();
         // The first start made a development CA for each authority, under data_dir/keys.
         for id in ["jma", "jpa"] {
             assert!(

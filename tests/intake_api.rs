@@ -26,7 +26,7 @@ impl Server {
             .unwrap();
         Server {
             base: format!("http://127.0.0.1:{}/api/v1", running.port),
-            client: Client::new(),
+            client: http_client().build().unwrap(),
             dir,
             running,
         }

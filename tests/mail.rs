@@ -287,7 +287,7 @@ async fn a_crash_after_the_server_took_a_mail_sends_it_again_with_the_same_messa
         ),
     )
     .unwrap();
-    let client = reqwest::Client::new();
+    let client = http_client().build().unwrap();
     let first = Process::start(&config_file, port);
     until(async || {
         client

@@ -15,6 +15,14 @@ use hpki_events::vocabulary::{ApplicationReceived, Channel, Source};
 use hpki_events::{Actor, Event, Metadata, NewEvent};
 use time::macros::datetime;
 
+/// An HTTP client for the server under test. It drops connections idle for a second: actix-web
+/// closes an idle keep-alive connection after five, and a request sent on a pooled connection
+/// just as the server closes it fails with `IncompleteMessage` (CI, after a test spent five
+/// seconds rasterising a PDF between two requests).
+pub fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(1))
+}
+
 /// A fresh, empty database: a temporary SQLite file, or a new schema on the PostgreSQL server.
 pub struct TestDb {
     pub backend: &'static str,

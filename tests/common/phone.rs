@@ -15,7 +15,7 @@ pub struct Phone {
 impl Phone {
     pub fn new(server: &Server) -> Phone {
         Phone {
-            client: reqwest::Client::builder()
+            client: super::http_client()
                 .cookie_store(true)
                 .redirect(Policy::none())
                 .build()

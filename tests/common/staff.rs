@@ -40,7 +40,7 @@ impl Page {
 impl Desk {
     pub fn new(server: &Server) -> Desk {
         Desk {
-            client: reqwest::Client::builder()
+            client: super::http_client()
                 .cookie_store(true)
                 .redirect(Policy::none())
                 .build()
