@@ -365,6 +365,7 @@ mod tests {
             version: position,
             event_id: uuid::Uuid::new_v4(),
             recorded_at: OffsetDateTime::UNIX_EPOCH,
+            recorded_at_text: "1970-01-01T00:00:00.000000Z".into(),
             metadata: Metadata::new(Actor::system("test")),
             event: Event::StaffUnlocked(StaffUnlocked {}),
             hash: GENESIS_HASH,

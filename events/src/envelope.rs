@@ -260,6 +260,13 @@ impl RecordedEvent {
         let body: StoredBody = serde_json::from_slice(bytes).map_err(DecodeError::NotAnEvent)?;
         let recorded_at = parse_time(&body.recorded_at)
             .ok_or_else(|| DecodeError::BadTime(body.recorded_at.clone().into_owned()))?;
+        // Every body this store writes holds the time as `format_time` writes it, so the text
+        // is kept rather than formatted again; an imported body may hold any RFC 3339 form.
+        let recorded_at_text = if written_by_format_time(&body.recorded_at) {
+            body.recorded_at.into_owned()
+        } else {
+            format_time(recorded_at)
+        };
         let event = Event::decode_raw(&body.event_type, body.schema_version, body.payload)?;
         Ok(RecordedEvent {
             position: body.position,
@@ -267,6 +274,7 @@ impl RecordedEvent {
             version: body.version,
             event_id: body.event_id,
             recorded_at,
+            recorded_at_text,
             metadata: Metadata {
                 actor: body.actor,
                 correlation_id: body.correlation_id,
@@ -286,6 +294,10 @@ pub struct RecordedEvent {
     pub version: i64,
     pub event_id: Uuid,
     pub recorded_at: OffsetDateTime,
+    /// `recorded_at` as the log writes it ([`format_time`]): decoded once, so that the
+    /// projections, which write it into nearly every document, do not format it again for
+    /// each (five times an event, a tenth of a replay's folding; BENCHMARKS.md, session 15).
+    pub recorded_at_text: String,
     pub metadata: Metadata,
     pub event: Event,
     pub hash: ChainHash,
@@ -298,25 +310,44 @@ pub struct RecordedEvent {
 /// here (BENCHMARKS.md). The test below holds it to `time`'s own formatting.
 pub fn format_time(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
-    let year = at.year();
+    let (year, month, day) = at.to_calendar_date();
     if !(0..=9999).contains(&year) {
         return format_time_slowly(at);
     }
-    let mut out = Vec::with_capacity(27);
-    let mut digits = |value: u32, width: u32, then: u8| {
-        for place in (0..width).rev() {
-            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
-        }
-        out.push(then);
+    let (hour, minute, second, micro) = at.to_hms_micro();
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    // Two digits at a time, each a division by a constant: the loop over powers of ten this
+    // replaced divided by a variable and was a tenth of a replay's folding (BENCHMARKS.md,
+    // session 15).
+    let mut two = |at: usize, value: u32| {
+        out[at] = b'0' + (value / 10) as u8;
+        out[at + 1] = b'0' + (value % 10) as u8;
     };
-    digits(year as u32, 4, b'-');
-    digits(u8::from(at.month()) as u32, 2, b'-');
-    digits(at.day() as u32, 2, b'T');
-    digits(at.hour() as u32, 2, b':');
-    digits(at.minute() as u32, 2, b':');
-    digits(at.second() as u32, 2, b'.');
-    digits(at.microsecond(), 6, b'Z');
-    String::from_utf8(out).expect("ASCII digits and separators")
+    let year = year as u32;
+    two(0, year / 100);
+    two(2, year % 100);
+    two(5, u8::from(month).into());
+    two(8, day.into());
+    two(11, hour.into());
+    two(14, minute.into());
+    two(17, second.into());
+    two(20, micro / 10_000);
+    two(22, micro / 100 % 100);
+    two(24, micro % 100);
+    std::str::from_utf8(&out)
+        .expect("ASCII digits and separators")
+        .to_owned()
+}
+
+/// Whether `text`, a time that parsed, is laid out as [`format_time`] writes it
+/// (`2026-11-22T00:05:00.000000Z`), and so is what it writes for that instant.
+fn written_by_format_time(text: &str) -> bool {
+    const LAYOUT: &[u8; 27] = b"0000-00-00T00:00:00.000000Z";
+    text.len() == LAYOUT.len()
+        && text.bytes().zip(LAYOUT).all(|(byte, &laid)| match laid {
+            b'0' => byte.is_ascii_digit(),
+            separator => byte == separator,
+        })
 }
 
 fn format_time_slowly(at: OffsetDateTime) -> String {
@@ -433,6 +464,25 @@ mod tests {
                     String::from_utf8(body.encode().unwrap()).unwrap()
                 );
             }
+        }
+    }
+
+    /// A decoded event keeps the time's text as `format_time` writes it, also when the stored
+    /// body (an imported one) writes the instant another way.
+    #[test]
+    fn a_decoded_time_reads_as_format_time_writes_it() {
+        let bytes = String::from_utf8(body().encode().unwrap()).unwrap();
+        let canonical = "2026-11-22T07:44:00.500000Z";
+        assert!(bytes.contains(canonical));
+        for written in [
+            canonical,
+            "2026-11-22T16:44:00.5+09:00",
+            "2026-11-22t07:44:00.500000z",
+        ] {
+            let stored = bytes.replace(canonical, written);
+            let event = RecordedEvent::decode(stored.as_bytes(), crate::GENESIS_HASH).unwrap();
+            assert_eq!(event.recorded_at_text, canonical, "{written}");
+            assert_eq!(format_time(event.recorded_at), canonical, "{written}");
         }
     }
 

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use hpki_events::RecordedEvent;
 use serde_json::Value;
 
+mod json_text;
 mod lifecycle;
 mod outputs;
 mod streams;
 mod work;
 
+pub use json_text::needs_no_escape;
 pub use lifecycle::{Lifecycle, Locator};
 pub use outputs::{Outbox, PrintQueue, destination_name, mail_kind};
 pub use streams::Streams;
@@ -84,29 +86,31 @@ impl From<&Value> for Body {
 }
 
 /// Writes a JSON object one field at a time, for [`body!`].
-pub struct BodyWriter(Vec<u8>);
+pub struct BodyWriter(String);
 
 impl BodyWriter {
     pub fn new() -> BodyWriter {
-        let mut out = Vec::with_capacity(256);
-        out.push(b'{');
+        let mut out = String::with_capacity(256);
+        out.push('{');
         BodyWriter(out)
     }
 
-    pub fn field(&mut self, key: &str, value: &(impl serde::Serialize + ?Sized)) {
+    /// A field whose key is already written as JSON, quotes and colon included (`"name":`).
+    pub fn field_written(&mut self, key: &'static str, value: &(impl serde::Serialize + ?Sized)) {
+        self.comma();
+        self.0.push_str(key);
+        json_text::write_value(&mut self.0, value);
+    }
+
+    fn comma(&mut self) {
         if self.0.len() > 1 {
-            self.0.push(b',');
+            self.0.push(',');
         }
-        // Writing into a Vec fails only for a value that is not JSON (a map with non-string
-        // keys), which no projection writes: the same rule as `serde_json::json!`.
-        serde_json::to_writer(&mut self.0, key).expect("a key is a JSON string");
-        self.0.push(b':');
-        serde_json::to_writer(&mut self.0, value).expect("a document's field is JSON");
     }
 
     pub fn finish(mut self) -> Body {
-        self.0.push(b'}');
-        Body(String::from_utf8(self.0).expect("serde_json writes UTF-8"))
+        self.0.push('}');
+        Body(self.0)
     }
 }
 
@@ -117,13 +121,19 @@ impl Default for BodyWriter {
 }
 
 /// A document's [`Body`] from a flat object literal, written as `serde_json::json!` reads:
-/// `body!({ "id": id, "at": at })`. Each value is serialised straight into the text.
+/// `body!({ "id": id, "at": at })`. Each value is serialised straight into the text; each key,
+/// which must need no escaping (checked when compiling), is written out when compiling.
 #[macro_export]
 macro_rules! body {
     ({ $($key:literal : $value:expr),* $(,)? }) => {{
         #[allow(unused_mut)] // `body!({})` writes no field
         let mut writer = $crate::BodyWriter::new();
-        $( writer.field($key, &$value); )*
+        $(
+            const {
+                assert!($crate::needs_no_escape($key), "a body's keys are written unescaped")
+            };
+            writer.field_written(concat!("\"", $key, "\":"), &$value);
+        )*
         writer.finish()
     }};
 }

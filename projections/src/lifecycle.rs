@@ -14,7 +14,6 @@
 //!
 //! No document holds a birth date, a token, or credential key bytes.
 
-use hpki_events::envelope::format_time;
 use hpki_events::vocabulary::QrDelivery;
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
@@ -90,7 +89,7 @@ impl Projection for Lifecycle {
     }
 
     fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
-        let at = format_time(event.recorded_at);
+        let at = event.recorded_at_text.as_str();
         let by = event.metadata.actor.as_str();
         let stream = event.stream.as_str();
         let qr = |id: &uuid::Uuid| format!("qr/{id}");

@@ -10,7 +10,6 @@
 //! No document holds a token, a birth date or an e-mail address: the processors read those
 //! from the subscriber's stream when they need them.
 
-use hpki_events::envelope::format_time;
 use hpki_events::vocabulary::{CardOutcome, Delivery, QrDelivery};
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
@@ -48,7 +47,7 @@ impl Projection for Outbox {
     }
 
     fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
-        let at = format_time(event.recorded_at);
+        let at = event.recorded_at_text.as_str();
         if let Some(kind) = mail_kind(&event.event) {
             let key = format!("mail/{}", event.event_id);
             return vec![Change::Put {
@@ -110,7 +109,7 @@ impl Projection for PrintQueue {
     }
 
     fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
-        let at = format_time(event.recorded_at);
+        let at = event.recorded_at_text.as_str();
         let card = |qr_id: uuid::Uuid, list: &str, merge: serde_json::Value| Change::Patch {
             key: format!("qr/{qr_id}"),
             list: Some(list.to_owned()),

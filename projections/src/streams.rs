@@ -3,7 +3,6 @@
 //! to see what the log holds; tests use it to prove the runner neither skips nor repeats.
 
 use hpki_events::RecordedEvent;
-use hpki_events::envelope::format_time;
 
 use crate::{Change, Doc, Projection, body};
 
@@ -25,7 +24,7 @@ impl Projection for Streams {
                     "version": event.version,
                     "last_type": event.event.type_name(),
                     "last_position": event.position,
-                    "updated_at": format_time(event.recorded_at),
+                    "updated_at": event.recorded_at_text,
                 }),
             },
         }]

@@ -10,7 +10,6 @@
 //!
 //! No document holds a birth date, a token or a key.
 
-use hpki_events::envelope::format_time;
 use hpki_events::vocabulary::{Certificate, QrDelivery};
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
@@ -33,7 +32,7 @@ impl Projection for Applications {
     }
 
     fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
-        let at = format_time(event.recorded_at);
+        let at = event.recorded_at_text.as_str();
         let by = event.metadata.actor.as_str();
         match &event.event {
             Event::ApplicationReceived(e) => vec![Change::Put {
@@ -122,7 +121,7 @@ fn certificate_doc(
         key: cert.serial.clone(),
         doc: Doc {
             list: kind.into(),
-            sort_key: format!("{}/{}", format_time(event.recorded_at), cert.serial),
+            sort_key: format!("{}/{}", event.recorded_at_text, cert.serial),
             body: body!({
                 "serial": cert.serial,
                 "kind": kind,
@@ -131,7 +130,7 @@ fn certificate_doc(
                 "application_id": application_id,
                 "not_before": cert.not_before,
                 "not_after": cert.not_after,
-                "issued_at": format_time(event.recorded_at),
+                "issued_at": event.recorded_at_text,
                 "der": cert.der,
                 "card_serial": card_serial,
             }),
@@ -184,7 +183,7 @@ impl Projection for Qrs {
                     key: e.qr_id.to_string(),
                     doc: Doc {
                         list: list.into(),
-                        sort_key: format!("{}/{}", format_time(event.recorded_at), e.qr_id),
+                        sort_key: format!("{}/{}", event.recorded_at_text, e.qr_id),
                         body: body!({
                             "qr_id": e.qr_id,
                             "subscriber": event.stream,
@@ -213,7 +212,7 @@ impl Projection for Cards {
 
     fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
         let authority = event.stream.strip_prefix("cardstock-").unwrap_or_default();
-        let at = format_time(event.recorded_at);
+        let at = event.recorded_at_text.as_str();
         match &event.event {
             Event::CardStockReceived(e) => e
                 .cards
@@ -264,6 +263,7 @@ mod tests {
             version,
             event_id: Uuid::now_v7(),
             recorded_at: time::macros::datetime!(2026-11-22 01:00 UTC),
+            recorded_at_text: "2026-11-22T01:00:00.000000Z".into(),
             metadata: Metadata::new(Actor::parse("staff:suzuki").unwrap()),
             event,
             hash: hpki_events::GENESIS_HASH,

@@ -306,7 +306,13 @@ impl Store {
         after: i64,
     ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
         self.read_pages(after, pg_copy::Columns::ForDecoding, |page| {
-            page.iter().map(RawEvent::decode).collect()
+            // Sized first: collecting `Result`s cannot know the length, and growing a page of
+            // events step by step copied it several times over (6% of the decoding thread).
+            let mut events = Vec::with_capacity(page.len());
+            for raw in &page {
+                events.push(raw.decode()?);
+            }
+            Ok(events)
         })
     }
 
