@@ -373,15 +373,15 @@ mod tests {
     }
 
     /// Puts, patches (of documents held and of documents already written out), deletes and
-    /// puts again over 40 keys, with room for only 3 documents: the spill ends holding what
+    /// puts again over 400 keys, with room for 3 to 300 documents: the spill ends holding what
     /// the in-memory reference holds.
     #[tokio::test]
     async fn a_fold_that_spills_ends_where_the_in_memory_fold_ends() {
         let mut script = Vec::new();
-        for step in 0..600u64 {
+        for step in 0..6_000u64 {
             // A fixed pseudo-random walk (no seed to vary between runs).
-            let n = step.wrapping_mul(2_654_435_761) % 1_000;
-            let key = format!("k{:02}", (n / 7) % 40);
+            let n = step.wrapping_mul(2_654_435_761) % 10_000;
+            let key = format!("k{:03}", (n / 7) % 400);
             script.push(vec![match n % 5 {
                 0 | 1 => Change::Put {
                     key,
@@ -414,9 +414,10 @@ mod tests {
                 .any(|(_, d)| d.body.get("patched").is_some()),
             "the script patches documents"
         );
-        // Room for 3, 12 and 30 documents of the 40: nearly everything written out at once,
-        // some kept because they are in use, most kept.
-        for limit in [3, 12, 30] {
+        // Room for 3, 12, 30 and 300 documents of the 400: nearly everything written out at
+        // once, some kept because they are in use, most kept (pages of more than the 50 rows
+        // the spill puts with one statement, and of fewer).
+        for limit in [3, 12, 30, 300] {
             let dir = tempfile::tempdir().unwrap();
             let spill = spill_at(&dir.path().join("spill.db")).await.unwrap();
             let projections: Vec<Box<dyn Projection>> = vec![Box::new(Scripted(script.clone()))];

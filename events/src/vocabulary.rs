@@ -76,15 +76,15 @@ macro_rules! vocabulary {
 
             /// As [`Event::decode`], from the payload's JSON text: a payload already at the
             /// current version goes straight into its type, without building a `Value`.
-            pub fn decode_raw(event_type: &str, version: u32, payload: &serde_json::value::RawValue) -> Result<Event, DecodeError> {
+            pub fn decode_raw(event_type: &str, version: u32, payload: &str) -> Result<Event, DecodeError> {
                 let current = Event::TYPES.iter().find(|(name, _)| *name == event_type).map(|(_, v)| *v);
                 if current != Some(version) {
-                    let value = serde_json::from_str(payload.get()).map_err(DecodeError::NotAnEvent)?;
+                    let value = serde_json::from_str(payload).map_err(DecodeError::NotAnEvent)?;
                     return Event::decode(event_type, version, value);
                 }
                 let shape = |source| DecodeError::Shape { event_type: event_type.to_owned(), version, source };
                 match event_type {
-                    $(stringify!($name) => serde_json::from_str(payload.get()).map(Event::$name).map_err(shape),)*
+                    $(stringify!($name) => serde_json::from_str(payload).map(Event::$name).map_err(shape),)*
                     _ => unreachable!("checked above"),
                 }
             }
