@@ -258,11 +258,12 @@ const POSITION_MEMBER: &str = ",\"position\":";
 /// `event_id` and `position`): the envelope with the payload taken out, and the payload.
 ///
 /// The payload's type is named after it (`type` sorts after `payload`), so read whole, the
-/// payload has to be skipped over once to find its type and parsed again for it: a fifth of
-/// decoding (BENCHMARKS.md, session 15). Cut out, it is parsed once. The first `,"payload":`
-/// is the key (the keys before it hold only uuids and an actor, strings in which a quote is
-/// escaped), and so is the last `,"position":` (after it come numbers and escaped strings).
-/// A body written another way (an imported one) may cut wrongly; see [`RecordedEvent::decode`].
+/// payload has to be skipped over once to find its type and parsed again for it: 18% of
+/// decoding's samples (BENCHMARKS.md, session 15). Cut out, it is parsed once. The first
+/// `,"payload":` is the key (the keys before it hold only uuids and an actor, strings in which
+/// a quote is escaped), and so is the last `,"position":` (after it come numbers and escaped
+/// strings). A body written another way (an imported one) may cut wrongly; see
+/// [`RecordedEvent::decode`].
 fn cut_payload(body: &str) -> Option<(String, &str)> {
     let start = memchr::memmem::find(body.as_bytes(), PAYLOAD_KEY.as_bytes())?;
     let end = memchr::memmem::rfind(body.as_bytes(), POSITION_MEMBER.as_bytes())?;
@@ -280,9 +281,9 @@ impl RecordedEvent {
         let cut = std::str::from_utf8(bytes).ok().and_then(cut_payload);
         if let Some((envelope, payload)) = cut {
             // Decoded in two parts, the event is right whenever both parts decode: the
-            // envelope's fields are all numbers, strings and nulls, so an envelope that parses was cut
-            // between two of the body's own members, and the payload that parses in full
-            // between them is the body's payload.
+            // envelope's fields are all numbers, strings and nulls, so an envelope that parses
+            // was cut between two of the body's own members, and the payload that parses in
+            // full between them is the body's payload.
             let envelope = serde_json::from_str(&envelope).map_err(DecodeError::NotAnEvent);
             if let Ok(event) = envelope.and_then(|e| RecordedEvent::assemble(e, payload, hash)) {
                 return Ok(event);
