@@ -230,7 +230,7 @@ async fn spill_at(path: &Path) -> anyhow::Result<Spill> {
         .with_context(|| format!("creating {}", path.display()))
 }
 
-/// Rebuilds projections from position 0 and swaps their documents in one transaction each.
+/// Rebuilds projections from position 0 and swaps their documents in, all in one transaction.
 /// The fold is written to a scratch SQLite file in the system's temporary folder first
 /// (`TMPDIR`), then streamed into the store.
 pub async fn rebuild(

@@ -101,6 +101,21 @@ async fn a_rebuild_gives_the_rows_the_runner_built() {
         );
         let done = rebuild(&store, Some("streams"), &|_| {}).await.unwrap();
         assert_eq!(done, vec![("streams", 201)]);
+        if db.backend == "sqlite" {
+            // The work lists' index, dropped while the rows were copied, is back.
+            let file = rusqlite::Connection::open(db.url.trim_start_matches("sqlite://")).unwrap();
+            let index: String = file
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'read_models_by_list'",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert!(
+                index.contains("read_models (projection, list, sort_key)"),
+                "{index}"
+            );
+        }
         assert_eq!(
             store.docs("streams", None, 1_000).await.unwrap(),
             incremental,

@@ -216,8 +216,9 @@ impl PgStore {
         names: &[&'static str],
         position: i64,
     ) -> Result<(), StoreError> {
+        // One transaction for every projection rebuilt, so that they come back together.
+        let mut tx = self.pool.begin().await?;
         for &name in names {
-            let mut tx = self.pool.begin().await?;
             sqlx::query("DELETE FROM read_models WHERE projection = $1")
                 .bind(name)
                 .execute(&mut *tx)
@@ -249,8 +250,8 @@ impl PgStore {
             .bind(position)
             .execute(&mut *tx)
             .await?;
-            tx.commit().await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
