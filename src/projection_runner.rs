@@ -184,10 +184,19 @@ impl<'a> Folded<'a> {
     /// key order, to the spill and forgets them; the others stay, counted as unused from now.
     async fn flush(&mut self, all: bool) -> Result<(), StoreError> {
         for (projection, cache) in self.projections.iter().zip(&mut self.cache) {
-            let mut docs: Vec<_> = cache
-                .extract_if(|_, held| all || !std::mem::replace(&mut held.again, false))
-                .map(|(key, held)| (key, held.doc))
-                .collect();
+            // Emptied and the documents that stay put back, rather than the others taken out
+            // one by one: a map whose entries are removed one by one keeps their places as
+            // tombstones, and had to be rehashed whole again and again as it refilled.
+            let mut docs = Vec::new();
+            let mut kept = Vec::new();
+            for (key, mut held) in cache.drain() {
+                if all || !std::mem::replace(&mut held.again, false) {
+                    docs.push((key, held.doc));
+                } else {
+                    kept.push((key, held));
+                }
+            }
+            cache.extend(kept);
             self.cached -= docs.len();
             docs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             self.spill.write(projection.name(), docs).await?;
