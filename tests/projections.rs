@@ -122,13 +122,34 @@ async fn a_rebuild_gives_the_rows_the_runner_built() {
             "{}",
             db.backend
         );
-        // Documents in Japanese, with quotes and commas in their bodies, copy over unchanged.
+        // Documents in Japanese, with quotes and commas in their bodies, and text that JSON and
+        // PostgreSQL's COPY both escape (a quote, a backslash, a tab, a newline), copy over
+        // unchanged.
+        let mut awkward = application(9_999);
+        if let Event::ApplicationReceived(a) = &mut awkward {
+            a.address = "東京都\t文京区 \"本郷\" 1\\2\r\n3".into();
+        }
+        store
+            .append_to(
+                "application-awkward",
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(awkward)],
+                meta(),
+            )
+            .await
+            .unwrap();
         catch_up_named(&store, "applications").await.unwrap();
         let applications = store.docs("applications", None, 1_000).await.unwrap();
         assert!(
             applications.iter().any(|(_, doc)| doc.body["name_kanji"]
                 .as_str()
                 .is_some_and(|n| !n.is_ascii())),
+            "{applications:?}"
+        );
+        assert!(
+            applications
+                .iter()
+                .any(|(_, doc)| doc.body["address"] == "東京都\t文京区 \"本郷\" 1\\2\r\n3"),
             "{applications:?}"
         );
         rebuild(&store, Some("applications"), &|_| {})

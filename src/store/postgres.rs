@@ -225,23 +225,38 @@ impl PgStore {
                 .await?;
             let docs = super::spill::stored_docs(spill, name);
             let mut chunks = std::pin::pin!(docs.try_chunks(5_000));
-            while let Some(chunk) = chunks.try_next().await.map_err(|e| e.1)? {
-                let keys: Vec<&str> = chunk.iter().map(|d| d.key.as_str()).collect();
-                let lists: Vec<&str> = chunk.iter().map(|d| d.list.as_str()).collect();
-                let sort_keys: Vec<&str> = chunk.iter().map(|d| d.sort_key.as_str()).collect();
-                let bodies: Vec<&str> = chunk.iter().map(|d| d.body.as_str()).collect();
-                sqlx::query(
-                    "INSERT INTO read_models (projection, key, list, sort_key, body)
-                     SELECT $1, k, l, s, b::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS t(k, l, s, b)",
-                )
-                .bind(name)
-                .bind(&keys)
-                .bind(&lists)
-                .bind(&sort_keys)
-                .bind(&bodies)
-                .execute(&mut *tx)
+            let mut copy = tx
+                .copy_in_raw("COPY read_models (projection, key, list, sort_key, body) FROM STDIN")
                 .await?;
+            let mut rows = Vec::new();
+            loop {
+                let chunk = match chunks.try_next().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(failed) => {
+                        // Nothing is kept: the copy is refused, and the transaction rolls back.
+                        let _ = copy
+                            .abort("the rebuild's scratch file could not be read")
+                            .await;
+                        return Err(failed.1);
+                    }
+                };
+                rows.clear();
+                for doc in &chunk {
+                    for (column, text) in [name, &doc.key, &doc.list, &doc.sort_key, &doc.body]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        if column > 0 {
+                            rows.push(b'\t');
+                        }
+                        copy_text(&mut rows, text);
+                    }
+                    rows.push(b'\n');
+                }
+                copy.send(rows.as_slice()).await?;
             }
+            copy.finish().await?;
             sqlx::query(
                 "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET position = $2",
@@ -272,6 +287,21 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(doc_row).collect()
+    }
+}
+
+/// `text` as a column of `COPY`'s text format: a backslash, tab, newline or carriage return
+/// written as its backslash escape (PostgreSQL manual, "COPY", "Text Format"); everything else,
+/// UTF-8 included, as it is.
+fn copy_text(out: &mut Vec<u8>, text: &str) {
+    for &byte in text.as_bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(byte),
+        }
     }
 }
 
@@ -544,5 +574,18 @@ fn raw_event(row: &sqlx::postgres::PgRow) -> RawEvent {
         recorded_at: row.get(6),
         body: row.get(7),
         hash: row.get(8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_text_escapes_what_copy_reads_as_special() {
+        let mut out = Vec::new();
+        super::copy_text(&mut out, "a\\b\tc\nd\re \"本郷\" ,;");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\\\b\\tc\\nd\\re \"本郷\" ,;"
+        );
     }
 }
