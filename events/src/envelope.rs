@@ -354,11 +354,14 @@ pub struct RecordedEvent {
     pub hash: ChainHash,
 }
 
+/// What [`format_time`] writes, digits as zeros.
+const TIME_LAYOUT: &[u8; 27] = b"0000-00-00T00:00:00.000000Z";
+
 /// Times in the log: UTC, microseconds, always the same width, e.g. `2026-11-22T00:05:00.000000Z`.
 ///
-/// Written out by hand rather than through a `time` format description: every projection
-/// formats the time of every event it folds, and a replay of a million events spent seconds
-/// here (BENCHMARKS.md). The test below holds it to `time`'s own formatting.
+/// Written out by hand rather than through a `time` format description: when every projection
+/// formatted the time of every event it folded, a replay of a million events spent seconds
+/// there (BENCHMARKS.md). The test below holds it to `time`'s own formatting.
 pub fn format_time(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     let (year, month, day) = at.to_calendar_date();
@@ -366,7 +369,7 @@ pub fn format_time(at: OffsetDateTime) -> String {
         return format_time_slowly(at);
     }
     let (hour, minute, second, micro) = at.to_hms_micro();
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut out = *TIME_LAYOUT;
     // Two digits at a time, each a division by a constant: the loop over powers of ten this
     // replaced divided by a variable and was a tenth of a replay's folding (BENCHMARKS.md,
     // session 15).
@@ -393,12 +396,14 @@ pub fn format_time(at: OffsetDateTime) -> String {
 /// Whether `text`, a time that parsed, is laid out as [`format_time`] writes it
 /// (`2026-11-22T00:05:00.000000Z`), and so is what it writes for that instant.
 fn written_by_format_time(text: &str) -> bool {
-    const LAYOUT: &[u8; 27] = b"0000-00-00T00:00:00.000000Z";
-    text.len() == LAYOUT.len()
-        && text.bytes().zip(LAYOUT).all(|(byte, &laid)| match laid {
-            b'0' => byte.is_ascii_digit(),
-            separator => byte == separator,
-        })
+    text.len() == TIME_LAYOUT.len()
+        && text
+            .bytes()
+            .zip(TIME_LAYOUT)
+            .all(|(byte, &laid)| match laid {
+                b'0' => byte.is_ascii_digit(),
+                separator => byte == separator,
+            })
 }
 
 fn format_time_slowly(at: OffsetDateTime) -> String {

@@ -351,10 +351,8 @@ fn read(conn: &Connection, projection: &str, key: &str) -> Result<Option<Doc<Bod
 
 fn finish(conn: Connection, list_index: bool) -> Result<i64, StoreError> {
     if list_index {
-        conn.execute_batch(
-            "CREATE INDEX read_models_by_list ON read_models (projection, list, sort_key)",
-        )
-        .map_err(spill_error)?;
+        conn.execute_batch(&format!("CREATE INDEX {}", super::sqlite::LIST_INDEX))
+            .map_err(spill_error)?;
     }
     conn.execute_batch("COMMIT").map_err(spill_error)?;
     let count = conn
