@@ -217,16 +217,24 @@ async fn fold(
 ) -> anyhow::Result<Option<RecordedEvent>> {
     let mut folded = Folded::new(projections, spill, FOLD_CACHE_DOCS);
     let mut last = None;
-    let mut events = std::pin::pin!(store.read_decoded(0));
-    while let Some(event) = events.try_next().await? {
-        if as_of.is_some_and(|as_of| event.recorded_at > as_of) {
+    let mut pages = std::pin::pin!(store.read_decoded_pages(0));
+    while let Some(page) = pages.try_next().await? {
+        let before = page
+            .iter()
+            .take_while(|event| as_of.is_none_or(|as_of| event.recorded_at <= as_of))
+            .count();
+        for event in &page[..before] {
+            folded.apply(event).await?;
+            if event.position % 100_000 == 0 {
+                progress(event.position);
+            }
+        }
+        if before > 0 {
+            last = Some(page[before - 1].clone());
+        }
+        if before < page.len() {
             break;
         }
-        folded.apply(&event).await?;
-        if event.position % 100_000 == 0 {
-            progress(event.position);
-        }
-        last = Some(event);
     }
     folded.flush(true).await?;
     Ok(last)

@@ -90,7 +90,13 @@ pub struct BodyWriter(String);
 
 impl BodyWriter {
     pub fn new() -> BodyWriter {
-        let mut out = String::with_capacity(256);
+        BodyWriter::with_capacity(256)
+    }
+
+    /// A writer with room for `capacity` bytes, so that a body seldom has to grow (and be
+    /// copied) as it is written: [`body!`] reckons it from the keys and their number.
+    pub fn with_capacity(capacity: usize) -> BodyWriter {
+        let mut out = String::with_capacity(capacity);
         out.push('{');
         BodyWriter(out)
     }
@@ -122,12 +128,15 @@ impl Default for BodyWriter {
 
 /// A document's [`Body`] from a flat object literal, written as `serde_json::json!` reads:
 /// `body!({ "id": id, "at": at })`. Each value is serialised straight into the text; each key,
-/// which must need no escaping (checked when compiling), is written out when compiling.
+/// which must need no escaping (checked when compiling), is written out when compiling. The text
+/// is given room for the keys and 28 bytes a value (a UUID and its quotes, a time, a short name)
+/// up front.
 #[macro_export]
 macro_rules! body {
     ({ $($key:literal : $value:expr),* $(,)? }) => {{
+        const CAPACITY: usize = 2 $(+ $key.len() + 4 + 28)*;
         #[allow(unused_mut)] // `body!({})` writes no field
-        let mut writer = $crate::BodyWriter::new();
+        let mut writer = $crate::BodyWriter::with_capacity(CAPACITY);
         $(
             const {
                 assert!($crate::needs_no_escape($key), "a body's keys are written unescaped")
