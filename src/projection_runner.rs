@@ -180,8 +180,8 @@ impl<'a> Folded<'a> {
         }
     }
 
-    /// Hands the documents not used again since the last flush (`all`: every document), in
-    /// key order, to the spill and forgets them; the others stay, counted as unused from now.
+    /// Hands the documents not used again since the last flush (`all`: every document) to the
+    /// spill and forgets them; the others stay, counted as unused from now.
     async fn flush(&mut self, all: bool) -> Result<(), StoreError> {
         for (projection, cache) in self.projections.iter().zip(&mut self.cache) {
             // Emptied and the documents that stay put back, rather than the others taken out
@@ -198,7 +198,6 @@ impl<'a> Folded<'a> {
             }
             cache.extend(kept);
             self.cached -= docs.len();
-            docs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             self.spill.write(projection.name(), docs).await?;
         }
         Ok(())

@@ -14,7 +14,7 @@ use hpki_events::vocabulary::{CardOutcome, Delivery, QrDelivery};
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
 
-use crate::{Change, Doc, Projection, body};
+use crate::{Change, Doc, Projection, body, ending_in_id};
 
 pub struct Outbox;
 
@@ -35,7 +35,7 @@ pub fn mail_kind(event: &Event) -> Option<&'static str> {
 
 fn move_mail(mail_id: uuid::Uuid, list: &str, merge: serde_json::Value) -> Change {
     Change::Patch {
-        key: format!("mail/{mail_id}"),
+        key: ending_in_id(&["mail/"], &mail_id),
         list: Some(list.to_owned()),
         merge,
     }
@@ -49,11 +49,11 @@ impl Projection for Outbox {
     fn apply(&self, event: &RecordedEvent) -> Vec<Change> {
         let at = event.recorded_at_text.as_str();
         if let Some(kind) = mail_kind(&event.event) {
-            let key = format!("mail/{}", event.event_id);
+            let key = ending_in_id(&["mail/"], &event.event_id);
             return vec![Change::Put {
                 doc: Doc {
                     list: "mail:pending".into(),
-                    sort_key: format!("{at}/{}", event.event_id),
+                    sort_key: ending_in_id(&[at, "/"], &event.event_id),
                     body: body!({
                         "mail_id": event.event_id,
                         "kind": kind,

@@ -14,7 +14,7 @@ use hpki_events::vocabulary::{Certificate, QrDelivery};
 use hpki_events::{Event, RecordedEvent};
 use serde_json::json;
 
-use crate::{Change, Doc, Projection, body};
+use crate::{Change, Doc, Projection, body, ending_in_id};
 
 pub struct Applications;
 
@@ -36,11 +36,11 @@ impl Projection for Applications {
         let by = event.metadata.actor.as_str();
         match &event.event {
             Event::ApplicationReceived(e) => vec![Change::Put {
-                key: e.application_id.to_string(),
+                key: ending_in_id(&[], &e.application_id),
                 doc: Doc {
                     list: "received".into(),
                     // Oldest first: the order staff work through them.
-                    sort_key: format!("{at}/{}", e.application_id),
+                    sort_key: ending_in_id(&[at, "/"], &e.application_id),
                     body: body!({
                         "application_id": e.application_id,
                         "subscriber": event.stream,

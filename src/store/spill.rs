@@ -69,7 +69,8 @@ impl Spill {
         })
     }
 
-    /// Hands a page of documents to the writer and returns at once.
+    /// Hands a page of documents (in any order, a key at most once) to the writer and returns
+    /// at once.
     pub async fn write(
         &self,
         projection: &'static str,
@@ -294,10 +295,14 @@ fn write(
     projection: &str,
     docs: &[(String, Option<Doc<Body>>)],
 ) -> rusqlite::Result<()> {
-    let puts: Vec<(&str, &Doc<Body>)> = docs
+    let mut puts: Vec<(&str, &Doc<Body>)> = docs
         .iter()
         .filter_map(|(key, doc)| Some((key.as_str(), doc.as_ref()?)))
         .collect();
+    // In key order, so that the rows go into the table's B-tree side by side. Sorted here
+    // rather than by the fold: this thread has time to spare, the fold's has none, and these
+    // pairs of references are a quarter of the size of the documents to move.
+    puts.sort_unstable_by_key(|(key, _)| *key);
     let mut pages = puts.chunks_exact(ROWS_A_STATEMENT);
     if pages.len() > 0 {
         let mut many = conn.prepare_cached(&put_sql(ROWS_A_STATEMENT))?;
