@@ -532,10 +532,6 @@ pub fn scan(path: &Path, after: i64, pages: super::Pages<RawEvent>) {
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-        // Pages read through a memory map rather than copied out of the kernel with `pread`
-        // (a seventh of this thread's time). SQLite caps the map at its compiled maximum
-        // (2 GB); past that, and for pages still in the WAL, it reads as before.
-        conn.pragma_update(None, "mmap_size", 1_i64 << 40)?;
         let mut statement = conn.prepare(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position"
         ))?;
