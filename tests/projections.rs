@@ -237,6 +237,57 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
     }
 }
 
+/// A replay reads the log in pages of 5,000 events (`store::PAGE`) and stops inside the third,
+/// at the first event after the instant: everything before it is folded, once, and nothing after.
+#[tokio::test]
+async fn a_replay_over_several_pages_stops_inside_one() {
+    assert_eq!(hpki_backoffice::store::PAGE, 5_000, "the test's arithmetic");
+    for db in both().await {
+        let clock = clock();
+        let store = open(&db, clock.clone()).await;
+        seed(&store, 10_600).await; // positions 1..=10,600, recorded at 00:00
+        clock.advance(time::Duration::hours(2));
+        for i in 0..100 {
+            approve(&store, i).await; // positions 10,601..=10,700, recorded at 02:00
+        }
+        let dir = tempfile::tempdir().unwrap();
+
+        let before = dir.path().join("before.db");
+        let as_of = time::macros::datetime!(2026-11-22 01:00 UTC);
+        let replay = replay_as_of(&store, as_of, &before, &|_| {}).await.unwrap();
+        // A stream row, an application and a "received" mail for each application.
+        assert_eq!(
+            (replay.position, replay.documents),
+            (10_600, 31_800),
+            "{}",
+            db.backend
+        );
+        let past =
+            hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", before.display()))
+                .await
+                .unwrap();
+        assert_eq!(approved(&past).await, (10_600, 0), "{}", db.backend);
+
+        let after = dir.path().join("after.db");
+        let as_of = time::macros::datetime!(2026-11-22 03:00 UTC);
+        let replay = replay_as_of(&store, as_of, &after, &|_| {}).await.unwrap();
+        assert_eq!(replay.position, 10_700, "{}", db.backend);
+        let now =
+            hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", after.display()))
+                .await
+                .unwrap();
+        assert_eq!(approved(&now).await, (10_600, 100), "{}", db.backend);
+    }
+}
+
+/// Streams in a replay's file, and how many of them are at version 2 (approved).
+async fn approved(replayed: &hpki_backoffice::store::SqliteStore) -> (usize, usize) {
+    let streams = replayed.docs("streams", Some("application"), 20_000).await;
+    let streams = streams.unwrap();
+    let twice = streams.iter().filter(|(_, d)| d.body["version"] == 2);
+    (streams.len(), twice.count())
+}
+
 /// An in-memory SQLite store lives in its pool's connections: the rebuild attaches its scratch
 /// file to one of them and must leave it (and the database) as it found it.
 #[tokio::test]
