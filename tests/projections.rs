@@ -195,10 +195,7 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
             db.backend
         );
 
-        let past =
-            hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", out.display()))
-                .await
-                .unwrap();
+        let past = sqlite_file(&out).await;
         // The replay's file is a store like any other: the same tables and indexes (the fold
         // builds the work lists' index at the end), beside the replay's own table.
         let schema = |store: hpki_backoffice::store::SqliteStore| async move {
@@ -209,12 +206,7 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
             .await
             .unwrap()
         };
-        let fresh = hpki_backoffice::store::SqliteStore::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("fresh.db").display()
-        ))
-        .await
-        .unwrap();
+        let fresh = sqlite_file(&dir.path().join("fresh.db")).await;
         assert_eq!(schema(past.clone()).await, schema(fresh).await);
         let docs = past.docs("streams", None, 100).await.unwrap();
         let four = docs.iter().find(|(k, _)| k == "application-4").unwrap();
@@ -262,22 +254,23 @@ async fn a_replay_over_several_pages_stops_inside_one() {
             "{}",
             db.backend
         );
-        let past =
-            hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", before.display()))
-                .await
-                .unwrap();
+        let past = sqlite_file(&before).await;
         assert_eq!(approved(&past).await, (10_600, 0), "{}", db.backend);
 
         let after = dir.path().join("after.db");
         let as_of = time::macros::datetime!(2026-11-22 03:00 UTC);
         let replay = replay_as_of(&store, as_of, &after, &|_| {}).await.unwrap();
         assert_eq!(replay.position, 10_700, "{}", db.backend);
-        let now =
-            hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", after.display()))
-                .await
-                .unwrap();
+        let now = sqlite_file(&after).await;
         assert_eq!(approved(&now).await, (10_600, 100), "{}", db.backend);
     }
+}
+
+/// The SQLite store in the file at `path` (a replay's, or a new one).
+async fn sqlite_file(path: &std::path::Path) -> hpki_backoffice::store::SqliteStore {
+    hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
 }
 
 /// Streams in a replay's file, and how many of them are at version 2 (approved).

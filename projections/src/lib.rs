@@ -89,10 +89,6 @@ impl From<&Value> for Body {
 pub struct BodyWriter(String);
 
 impl BodyWriter {
-    pub fn new() -> BodyWriter {
-        BodyWriter::with_capacity(256)
-    }
-
     /// A writer with room for `capacity` bytes, so that a body seldom has to grow (and be
     /// copied) as it is written: [`body!`] reckons it from the keys and their number.
     pub fn with_capacity(capacity: usize) -> BodyWriter {
@@ -117,12 +113,6 @@ impl BodyWriter {
     pub fn finish(mut self) -> Body {
         self.0.push('}');
         Body(self.0)
-    }
-}
-
-impl Default for BodyWriter {
-    fn default() -> BodyWriter {
-        BodyWriter::new()
     }
 }
 

@@ -532,13 +532,6 @@ fn flatten<T: Send + 'static>(
         .try_flatten()
 }
 
-/// The items of the pages received, one at a time.
-fn paged_stream<T: Send + 'static>(
-    received: mpsc::Receiver<Result<Vec<T>, StoreError>>,
-) -> impl Stream<Item = Result<T, StoreError>> + Send + 'static {
-    flatten(pages_received(received))
-}
-
 /// A page of decoded events ([`Store::read_decoded_pages`]). When it is dropped its events go
 /// back to the thread that decoded them, to be freed there: freeing memory on the thread that
 /// allocated it is the allocator's quick path, and it takes that work off the consumer's

@@ -173,7 +173,7 @@ pub fn stored_docs(
             let _ = pages.blocking_send(Err(spill_error(error)));
         }
     });
-    super::paged_stream(received).boxed()
+    super::flatten(super::pages_received(received)).boxed()
 }
 
 /// [`stored_docs`] with each body parsed.
