@@ -53,6 +53,11 @@ macro_rules! vocabulary {
                 match self { $(Event::$name(p) => serde_json::to_value(p)),* }
             }
 
+            /// Serializes the payload alone, as its own type does.
+            pub fn serialize_payload<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self { $(Event::$name(p) => p.serialize(serializer)),* }
+            }
+
             /// Reads a stored payload of any known version as the current type.
             pub fn decode(event_type: &str, version: u32, payload: Value) -> Result<Event, DecodeError> {
                 let current = match event_type {
