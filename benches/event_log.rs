@@ -207,28 +207,52 @@ async fn read(backend: &str, store: &Store) {
     );
 }
 
+/// A progress callback that notes when it was last called: the fold reports every
+/// 100,000th event as it folds it, so with a round total, when the last event was folded.
+fn noting_last_fold() -> (impl Fn(i64), std::rc::Rc<std::cell::Cell<Option<Instant>>>) {
+    let last = std::rc::Rc::new(std::cell::Cell::new(None));
+    let noted = last.clone();
+    (move |_| noted.set(Some(Instant::now())), last)
+}
+
+/// "…; the last event folded at N s" when the fold reported at all.
+fn folded_at(started: Instant, last: Option<Instant>) -> String {
+    last.map(|at| {
+        format!(
+            " (the last event folded at {:.2} s)",
+            at.duration_since(started).as_secs_f64()
+        )
+    })
+    .unwrap_or_default()
+}
+
 async fn replay(backend: &str, store: &Store, clock: &SharedClock) {
-    let started = Instant::now();
     let out = std::env::temp_dir().join(format!("hpki-bench-replay-{}.db", uuid::Uuid::new_v4()));
-    let replay = projection_runner::replay_as_of(store, clock.now(), &out, &|_| {})
+    let (progress, last) = noting_last_fold();
+    let started = Instant::now();
+    let replay = projection_runner::replay_as_of(store, clock.now(), &out, &progress)
         .await
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{backend}: replay (read + fold {} events, write {} documents): {secs:.2} s",
-        replay.position, replay.documents
+        "{backend}: replay (read + fold {} events, write {} documents): {secs:.2} s{}",
+        replay.position,
+        replay.documents,
+        folded_at(started, last.get())
     );
     let _ = std::fs::remove_file(&out);
 }
 
 async fn rebuild(backend: &str, store: &Store) {
+    let (progress, last) = noting_last_fold();
     let started = Instant::now();
-    projection_runner::rebuild(store, None, &|_| {})
+    projection_runner::rebuild(store, None, &progress)
         .await
         .unwrap();
     println!(
-        "{backend}: projections rebuild from 0: {:.2} s",
-        started.elapsed().as_secs_f64()
+        "{backend}: projections rebuild from 0: {:.2} s{}",
+        started.elapsed().as_secs_f64(),
+        folded_at(started, last.get())
     );
 }
 
