@@ -357,7 +357,7 @@ impl Store {
         match &self.db {
             Db::Sqlite(db) if db.file().is_some() => {
                 let file = db.file().expect("checked").to_owned();
-                tokio::task::spawn_blocking(move || sqlite::scan(&file, after, raw_pages));
+                tokio::task::spawn_blocking(move || sqlite::scan(&file, after, columns, raw_pages));
             }
             Db::Postgres(db) => {
                 tokio::spawn(postgres::scan(db.pool.clone(), after, columns, raw_pages));
