@@ -212,7 +212,7 @@ impl<'w, 'a> Compound<'w, 'a> {
     }
 }
 
-impl<'w, 'a> Writer<'a> {
+impl Writer<'_> {
     /// Opens `{"variant":`, the object the tree wraps a non-unit variant in.
     fn wrap(&mut self, variant: &'static str) -> Object {
         let object = self.open_object();
@@ -226,6 +226,25 @@ impl<'w, 'a> Writer<'a> {
         });
         object
     }
+}
+
+/// Serializer methods that write a whole number.
+macro_rules! integers {
+    ($($method:ident: $number:ty),*) => {$(
+        fn $method(self, v: $number) -> Result<(), GiveUp> {
+            self.integer(v);
+            Ok(())
+        }
+    )*};
+}
+
+/// Serializer methods that give up on a kind of value.
+macro_rules! refused {
+    ($ok:ty: $($method:ident: $value:ty),*) => {$(
+        fn $method(self, _: $value) -> Result<$ok, GiveUp> {
+            Err(GiveUp)
+        }
+    )*};
 }
 
 impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
@@ -244,50 +263,23 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), GiveUp> {
-        self.integer(v);
-        Ok(())
-    }
-    fn serialize_i128(self, _: i128) -> Result<(), GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_u128(self, _: u128) -> Result<(), GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_f32(self, _: f32) -> Result<(), GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_f64(self, _: f64) -> Result<(), GiveUp> {
-        Err(GiveUp)
-    }
+    integers!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64
+    );
+    // The tree holds no 128-bit integer beyond 64 bits, and the log no float.
+    refused!(
+        (): serialize_i128: i128,
+        serialize_u128: u128,
+        serialize_f32: f32,
+        serialize_f64: f64
+    );
     fn serialize_char(self, v: char) -> Result<(), GiveUp> {
         self.string(v.encode_utf8(&mut [0; 4]));
         Ok(())
@@ -382,49 +374,50 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = GiveUp;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), GiveUp> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), GiveUp> {
-        self.end_array()
-    }
+/// serde's four traits for what the tree writes as an array, each adding an element.
+macro_rules! elements {
+    ($($serialize:ident :: $add:ident),*) => {$(
+        impl ser::$serialize for Compound<'_, '_> {
+            type Ok = ();
+            type Error = GiveUp;
+            fn $add<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), GiveUp> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), GiveUp> {
+                self.end_array()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = GiveUp;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), GiveUp> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), GiveUp> {
-        self.end_array()
-    }
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
+
+/// serde's two traits for a struct's fields, each adding a member.
+macro_rules! fields {
+    ($($serialize:ident),*) => {$(
+        impl ser::$serialize for Compound<'_, '_> {
+            type Ok = ();
+            type Error = GiveUp;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), GiveUp> {
+                self.member(Cow::Borrowed(key), value)
+            }
+            fn end(self) -> Result<(), GiveUp> {
+                self.end_object()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = GiveUp;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), GiveUp> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), GiveUp> {
-        self.end_array()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = GiveUp;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), GiveUp> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), GiveUp> {
-        self.end_array()
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -436,36 +429,6 @@ impl ser::SerializeMap for Compound<'_, '_> {
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), GiveUp> {
         let key = self.key.take().ok_or(GiveUp)?;
         self.member(Cow::Owned(key), value)
-    }
-    fn end(self) -> Result<(), GiveUp> {
-        self.end_object()
-    }
-}
-
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = GiveUp;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), GiveUp> {
-        self.member(Cow::Borrowed(key), value)
-    }
-    fn end(self) -> Result<(), GiveUp> {
-        self.end_object()
-    }
-}
-
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = GiveUp;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), GiveUp> {
-        self.member(Cow::Borrowed(key), value)
     }
     fn end(self) -> Result<(), GiveUp> {
         self.end_object()
@@ -508,39 +471,19 @@ impl ser::Serializer for KeyText {
     ) -> Result<String, GiveUp> {
         value.serialize(self)
     }
-    fn serialize_bool(self, _: bool) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_i8(self, _: i8) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_i16(self, _: i16) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_i32(self, _: i32) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_i64(self, _: i64) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_u8(self, _: u8) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_u16(self, _: u16) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_u32(self, _: u32) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_u64(self, _: u64) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_f32(self, _: f32) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
-    fn serialize_f64(self, _: f64) -> Result<String, GiveUp> {
-        Err(GiveUp)
-    }
+    refused!(
+        String: serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_f32: f32,
+        serialize_f64: f64
+    );
     fn serialize_bytes(self, _: &[u8]) -> Result<String, GiveUp> {
         Err(GiveUp)
     }

@@ -118,6 +118,22 @@ pub struct RawEvent {
 }
 
 impl RawEvent {
+    /// What a read for decoding carries ([`pg_copy::Columns::ForDecoding`]): the position,
+    /// body and hash; the other fields empty, for the body holds them all.
+    pub fn for_decoding(position: i64, body: Vec<u8>, hash: Vec<u8>) -> RawEvent {
+        RawEvent {
+            position,
+            event_id: Uuid::nil(),
+            stream: String::new(),
+            version: 0,
+            event_type: String::new(),
+            schema_version: 0,
+            recorded_at: 0,
+            body,
+            hash,
+        }
+    }
+
     pub fn decode(&self) -> Result<RecordedEvent, StoreError> {
         let hash = ChainHash::from_slice(&self.hash).unwrap_or(hpki_events::GENESIS_HASH);
         RecordedEvent::decode(&self.body, hash).map_err(|source| match source {

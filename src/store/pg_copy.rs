@@ -144,17 +144,9 @@ impl Parser {
                 body: fields[7].to_vec(),
                 hash: fields[8].to_vec(),
             },
-            Columns::ForDecoding => RawEvent {
-                position: be_i64(fields[0])?,
-                event_id: Uuid::nil(),
-                stream: String::new(),
-                version: 0,
-                event_type: String::new(),
-                schema_version: 0,
-                recorded_at: 0,
-                body: fields[1].to_vec(),
-                hash: fields[2].to_vec(),
-            },
+            Columns::ForDecoding => {
+                RawEvent::for_decoding(be_i64(fields[0])?, fields[1].to_vec(), fields[2].to_vec())
+            }
         };
         self.at += cursor.at;
         Ok(Some(event))
