@@ -7,8 +7,11 @@
 //! BENCHMARKS.md, session 17). Here each object's members are written in the order the type
 //! gives them, then put in key order in place if they are not in it already.
 //!
-//! Written by hand because no crate we found writes serde's data model as JSON with sorted keys
-//! in one pass (serde_json sorts only through `Value`; the JCS crates also go through a tree).
+//! Written by hand rather than taken from a canonical-JSON crate: the log's bytes are defined as
+//! what `serde_json` writes from a `Value` (keys in UTF-8 byte order, serde_json's escaping), and
+//! the crates that sort keys in one pass through a `serde_json` formatter define them otherwise:
+//! `canon-json` (RFC 8785) orders keys by UTF-16 code units, `olpc-cjson` writes control
+//! characters unescaped. Either would change the bytes, and so the hashes, of some events.
 //! Anything this writer does not handle as the tree would (floats, which the log refuses
 //! anyway, 128-bit integers, non-string map keys, a key written twice, an error from the
 //! type's own `Serialize`) makes it give up with [`GiveUp`]; the caller then takes the tree's
@@ -95,6 +98,20 @@ impl Writer<'_> {
         self.string(key);
         self.out.push(b':');
         start
+    }
+
+    /// Opens `{"variant":`, the object the tree wraps a non-unit variant in.
+    fn wrap(&mut self, variant: &'static str) -> Object {
+        let object = self.open_object();
+        let start = self.key(&object, variant);
+        // The member's end is known only once its value is written; a one-member object
+        // needs no sorting, so its end is never read.
+        self.members.push(Member {
+            key: Cow::Borrowed(variant),
+            start,
+            end: start,
+        });
+        object
     }
 
     /// Puts the object's members in key order and closes it.
@@ -209,22 +226,6 @@ impl<'w, 'a> Compound<'w, 'a> {
             Some(object) => self.writer.close_object(object),
             None => Ok(()),
         }
-    }
-}
-
-impl Writer<'_> {
-    /// Opens `{"variant":`, the object the tree wraps a non-unit variant in.
-    fn wrap(&mut self, variant: &'static str) -> Object {
-        let object = self.open_object();
-        let start = self.key(&object, variant);
-        // The member's end is known only once its value is written; a one-member object
-        // needs no sorting, so its end is never read.
-        self.members.push(Member {
-            key: Cow::Borrowed(variant),
-            start,
-            end: start,
-        });
-        object
     }
 }
 
