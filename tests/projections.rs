@@ -310,3 +310,93 @@ async fn a_rebuild_of_an_in_memory_store_keeps_the_store() {
         .unwrap();
     assert_eq!(store.head().await.unwrap().position, 21);
 }
+
+/// On PostgreSQL a rebuild fills a new table for each projection and swaps it in for the
+/// projection's partition of `read_models` (migrations/postgres/0008): again and again, with
+/// nothing left behind, and for a projection that has no partition yet (one newer than the
+/// migrations, whose documents sat in the default partition) as well.
+#[tokio::test]
+async fn a_postgres_rebuild_swaps_in_a_partition_each_time() {
+    let db = postgres().await;
+    let store = open(&db, clock()).await;
+    let hpki_backoffice::store::Db::Postgres(pg) = store.db() else {
+        unreachable!("a PostgreSQL store")
+    };
+    let sql = |statement: &'static str| sqlx::raw_sql(statement).execute(&pg.pool);
+    let partitions = || {
+        sqlx::query_scalar::<_, String>(
+            "SELECT c.relname::text || ':' || pg_get_expr(c.relpartbound, c.oid)
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'read_models'::regclass ORDER BY 1",
+        )
+        .fetch_all(&pg.pool)
+    };
+    seed(&store, 50).await;
+    approve(&store, 3).await;
+    catch_up(&store, &Streams).await.unwrap();
+    catch_up_named(&store, "applications").await.unwrap();
+    let streams = store.docs("streams", None, 1_000).await.unwrap();
+    let applications = store.docs("applications", None, 1_000).await.unwrap();
+    assert_eq!((streams.len(), applications.len()), (50, 50));
+    let before = partitions().await.unwrap();
+    assert_eq!(before.len(), 10, "{before:?}");
+    assert!(before.contains(&"read_models_streams:FOR VALUES IN ('streams')".to_owned()));
+
+    // As if `streams` were newer than the migrations: its documents in the default partition.
+    sql(
+        "ALTER TABLE read_models DETACH PARTITION read_models_streams;
+         DROP TABLE read_models_streams;",
+    )
+    .await
+    .unwrap();
+    // Its checkpoint moved back to 0, so that the runner writes them all again.
+    assert!(store.apply_projection("streams", 51, 0, &[]).await.unwrap());
+    catch_up(&store, &Streams).await.unwrap();
+    let in_default: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM read_models_default WHERE projection = 'streams'")
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap();
+    assert_eq!(in_default, 50);
+
+    for round in 0..2 {
+        let done = rebuild(&store, None, &|_| {}).await.unwrap();
+        assert!(done.iter().all(|(_, p)| *p == 51), "{done:?}");
+        assert_eq!(store.docs("streams", None, 1_000).await.unwrap(), streams);
+        assert_eq!(
+            store.docs("applications", None, 1_000).await.unwrap(),
+            applications,
+            "round {round}"
+        );
+        assert_eq!(partitions().await.unwrap(), before, "round {round}");
+        let left: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class
+             WHERE relnamespace = current_schema()::regnamespace AND relname LIKE '%rebuilt%'
+             UNION ALL SELECT key FROM read_models_default",
+        )
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap();
+        assert!(left.is_empty(), "round {round}: {left:?}");
+        // Each partition's indexes are the parent's, attached, under the partition's names.
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent IN ('read_models_pkey'::regclass, 'read_models_by_list'::regclass)
+               AND c.relname::text LIKE 'read_models_streams%' ORDER BY 1",
+        )
+        .fetch_all(&pg.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            indexes,
+            ["read_models_streams_by_list", "read_models_streams_pkey"],
+            "round {round}"
+        );
+    }
+    // The runner goes on writing into the swapped-in tables.
+    approve(&store, 4).await;
+    catch_up(&store, &Streams).await.unwrap();
+    let four = store.docs("streams", None, 1_000).await.unwrap();
+    let four = four.iter().find(|(k, _)| k == "application-4").unwrap();
+    assert_eq!(four.1.body["version"], 2);
+}

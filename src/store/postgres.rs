@@ -208,55 +208,89 @@ impl PgStore {
     }
 
     /// Replaces the documents of each of `names` with those in the finished spill at `spill`
-    /// and sets its checkpoint to `position`, one transaction per projection. The bodies go
-    /// over as the spill stores them (JSON text), not parsed and written again.
+    /// and sets its checkpoint to `position`, all in one transaction, so that the projections
+    /// come back together.
+    ///
+    /// Each projection's documents go into a new table with no index (`COPY … FREEZE`, the
+    /// table being new in this transaction), its two indexes are then built once by sorting,
+    /// and it takes the place of the projection's partition of `read_models`
+    /// (migrations/postgres/0008_read_models_partitioned.sql): the old documents are dropped
+    /// with their table, not deleted row by row. The bodies go over as the spill stores them
+    /// (JSON text). `read_models` is locked against readers only for the swap at the end.
     pub async fn replace_projections(
         &self,
         spill: &Path,
         names: &[&'static str],
         position: i64,
     ) -> Result<(), StoreError> {
-        // One transaction for every projection rebuilt, so that they come back together.
         let mut tx = self.pool.begin().await?;
+        // Two rebuilds at once would each wait for the other's lock on `read_models` at the
+        // swap; the second waits here instead, and then does its own.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hpki projections rebuild'))")
+            .execute(&mut *tx)
+            .await?;
         for &name in names {
-            sqlx::query("DELETE FROM read_models WHERE projection = $1")
+            let table = Partition::of(name);
+            execute(
+                &mut tx,
+                format!(
+                    "CREATE TABLE {fresh} (LIKE read_models,
+                         CONSTRAINT rebuilt_projection CHECK (projection = '{name}'))",
+                    fresh = table.fresh
+                ),
+            )
+            .await?;
+            copy_docs(&mut tx, spill, name, &table.fresh).await?;
+            execute(
+                &mut tx,
+                format!(
+                    "ALTER TABLE {fresh} ADD CONSTRAINT {fresh}_pkey PRIMARY KEY (projection, key)",
+                    fresh = table.fresh
+                ),
+            )
+            .await?;
+            execute(
+                &mut tx,
+                format!(
+                    "CREATE INDEX {fresh}_by_list ON {fresh} (projection, list, sort_key)",
+                    fresh = table.fresh
+                ),
+            )
+            .await?;
+        }
+        for &name in names {
+            let table = Partition::of(name);
+            // A projection newer than the migrations kept its documents in the default
+            // partition until now; there must be none of its left there to attach a table.
+            sqlx::query("DELETE FROM read_models_default WHERE projection = $1")
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-            let docs = super::spill::stored_docs(spill, name);
-            let mut chunks = std::pin::pin!(docs.try_chunks(5_000));
-            let mut copy = tx
-                .copy_in_raw("COPY read_models (projection, key, list, sort_key, body) FROM STDIN")
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&table.live)
+                .fetch_one(&mut *tx)
                 .await?;
-            let mut rows = Vec::new();
-            loop {
-                let chunk = match chunks.try_next().await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(failed) => {
-                        // Nothing is kept: the copy is refused, and the transaction rolls back.
-                        let _ = copy
-                            .abort("the rebuild's scratch file could not be read")
-                            .await;
-                        return Err(failed.1);
-                    }
-                };
-                rows.clear();
-                for doc in &chunk {
-                    for (column, text) in [name, &doc.key, &doc.list, &doc.sort_key, &doc.body]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        if column > 0 {
-                            rows.push(b'\t');
-                        }
-                        copy_text(&mut rows, text);
-                    }
-                    rows.push(b'\n');
-                }
-                copy.send(rows.as_slice()).await?;
+            if exists {
+                let live = &table.live;
+                execute(
+                    &mut tx,
+                    format!("ALTER TABLE read_models DETACH PARTITION {live}"),
+                )
+                .await?;
+                execute(&mut tx, format!("DROP TABLE {live}")).await?;
             }
-            copy.finish().await?;
+            let Partition { fresh, live } = &table;
+            for statement in [
+                format!("ALTER TABLE {fresh} RENAME TO {live}"),
+                format!("ALTER INDEX {fresh}_pkey RENAME TO {live}_pkey"),
+                format!("ALTER INDEX {fresh}_by_list RENAME TO {live}_by_list"),
+                // The check proves the partition's bound, so attaching reads no row; it is
+                // redundant once attached.
+                format!("ALTER TABLE read_models ATTACH PARTITION {live} FOR VALUES IN ('{name}')"),
+                format!("ALTER TABLE {live} DROP CONSTRAINT rebuilt_projection"),
+            ] {
+                execute(&mut tx, statement).await?;
+            }
             sqlx::query(
                 "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET position = $2",
@@ -290,6 +324,83 @@ impl PgStore {
     }
 }
 
+/// The tables of a projection's documents: its partition of `read_models`, and the one a
+/// rebuild fills to take its place.
+struct Partition {
+    live: String,
+    fresh: String,
+}
+
+impl Partition {
+    /// Projection names are the code's own (`hpki_projections::all`), written into statements
+    /// as identifiers and literals: one with anything but lower-case letters and underscores
+    /// is a bug, caught here rather than quoted.
+    fn of(name: &str) -> Partition {
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "projection name {name:?} cannot name a table"
+        );
+        Partition {
+            live: format!("read_models_{name}"),
+            fresh: format!("read_models_{name}_rebuilt"),
+        }
+    }
+}
+
+/// Runs one statement built from this module's constants and checked projection names.
+async fn execute(tx: &mut Transaction<'static, Postgres>, sql: String) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Copies the documents of projection `name` from the finished spill into `table`, new in this
+/// transaction. On a failure to read the spill the copy is refused, and nothing is kept.
+async fn copy_docs(
+    tx: &mut Transaction<'static, Postgres>,
+    spill: &Path,
+    name: &'static str,
+    table: &str,
+) -> Result<(), StoreError> {
+    let docs = super::spill::stored_docs(spill, name);
+    let mut chunks = std::pin::pin!(docs.try_chunks(5_000));
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY {table} (projection, key, list, sort_key, body) FROM STDIN WITH (FREEZE)"
+        ))
+        .await?;
+    let mut rows = Vec::new();
+    loop {
+        let chunk = match chunks.try_next().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(failed) => {
+                let _ = copy
+                    .abort("the rebuild's scratch file could not be read")
+                    .await;
+                return Err(failed.1);
+            }
+        };
+        rows.clear();
+        for doc in &chunk {
+            for (column, text) in [name, &doc.key, &doc.list, &doc.sort_key, &doc.body]
+                .into_iter()
+                .enumerate()
+            {
+                if column > 0 {
+                    rows.push(b'\t');
+                }
+                copy_text(&mut rows, text);
+            }
+            rows.push(b'\n');
+        }
+        copy.send(rows.as_slice()).await?;
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
 /// `text` as a column of `COPY`'s text format: a backslash, tab, newline or carriage return
 /// written as its backslash escape (PostgreSQL manual, "COPY", "Text Format"); everything else,
 /// UTF-8 included, as it is.
@@ -313,8 +424,8 @@ async fn apply_change(
     match change {
         Change::Put { key, doc } => {
             sqlx::query(
-                "INSERT INTO read_models (projection, key, list, sort_key, body) VALUES ($1, $2, $3, $4, $5::jsonb)
-                 ON CONFLICT (projection, key) DO UPDATE SET list = $3, sort_key = $4, body = $5::jsonb",
+                "INSERT INTO read_models (projection, key, list, sort_key, body) VALUES ($1, $2, $3, $4, $5::json)
+                 ON CONFLICT (projection, key) DO UPDATE SET list = $3, sort_key = $4, body = $5::json",
             )
             .bind(name)
             .bind(key)
@@ -343,7 +454,7 @@ async fn apply_change(
                         position: 0,
                         source,
                     })?;
-                sqlx::query("UPDATE read_models SET list = $3, body = $4::jsonb WHERE projection = $1 AND key = $2")
+                sqlx::query("UPDATE read_models SET list = $3, body = $4::json WHERE projection = $1 AND key = $2")
                     .bind(name)
                     .bind(key)
                     .bind(&doc.list)
