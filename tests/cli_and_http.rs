@@ -248,9 +248,12 @@ async fn serve_answers_health_readiness_and_metrics() {
         // The first start appended the administrator's account already.
         let before = running.store.appended();
         seed(&running.store, 5).await;
-        // Readiness follows the projections: poll until they catch up (bounded, no sleeps).
+        // Readiness follows the projections: poll until they catch up, no sleeps. Bounded by
+        // a deadline rather than a count of polls: 500 polls, about half a second, were once
+        // too few for PostgreSQL with the whole suite running beside it.
         let mut ready = None;
-        for _ in 0..500 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             let r = client.get(format!("{base}/readyz")).send().await.unwrap();
             if r.status() == 200 {
                 ready = Some(r.json::<serde_json::Value>().await.unwrap());
