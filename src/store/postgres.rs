@@ -75,7 +75,7 @@ impl PgStore {
         // statement sees what committed before it began, so the reads after the lock see every
         // append that held it before.
         let mut tx = self.pool.begin().await?;
-        let head = head(&mut *tx, " FOR UPDATE").await?;
+        let head = head(&mut tx, " FOR UPDATE").await?;
         let (mut versions, unknown) = last.known(&head, streams);
         let (existing_ids, read) = stored(&mut tx, ids, &unknown).await?;
         versions.extend(read);
@@ -163,7 +163,7 @@ impl PgStore {
 
     pub async fn begin_import(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        head(&mut *tx, " FOR UPDATE").await?;
+        head(&mut tx, " FOR UPDATE").await?;
         Ok(tx)
     }
 
