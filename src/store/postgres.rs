@@ -230,33 +230,24 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         for &name in names {
-            let table = Partition::of(name);
+            let fresh = &Partition::of(name).fresh;
             execute(
                 &mut tx,
                 format!(
                     "CREATE TABLE {fresh} (LIKE read_models,
-                         CONSTRAINT rebuilt_projection CHECK (projection = '{name}'))",
-                    fresh = table.fresh
+                         CONSTRAINT rebuilt_projection CHECK (projection = '{name}'))"
                 ),
             )
             .await?;
-            copy_docs(&mut tx, spill, name, &table.fresh).await?;
-            execute(
-                &mut tx,
+            copy_docs(&mut tx, spill, name, fresh).await?;
+            for statement in [
                 format!(
-                    "ALTER TABLE {fresh} ADD CONSTRAINT {fresh}_pkey PRIMARY KEY (projection, key)",
-                    fresh = table.fresh
+                    "ALTER TABLE {fresh} ADD CONSTRAINT {fresh}_pkey PRIMARY KEY (projection, key)"
                 ),
-            )
-            .await?;
-            execute(
-                &mut tx,
-                format!(
-                    "CREATE INDEX {fresh}_by_list ON {fresh} (projection, list, sort_key)",
-                    fresh = table.fresh
-                ),
-            )
-            .await?;
+                format!("CREATE INDEX {fresh}_by_list ON {fresh} (projection, list, sort_key)"),
+            ] {
+                execute(&mut tx, statement).await?;
+            }
         }
         for &name in names {
             let table = Partition::of(name);
