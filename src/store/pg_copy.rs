@@ -1,4 +1,5 @@
-//! Reading the log from PostgreSQL with `COPY (SELECT ...) TO STDOUT (FORMAT binary)`.
+//! Reading the log from PostgreSQL with `COPY (SELECT ...) TO STDOUT (FORMAT binary)`, and
+//! writing rows for `COPY ... FROM STDIN (FORMAT binary)` (a rebuild's documents).
 //!
 //! Written by hand because sqlx hands over a `COPY` as raw bytes and no crate that works with
 //! sqlx parses PostgreSQL's binary copy format (tokio-postgres has one, for its own client).
@@ -15,6 +16,30 @@ use uuid::Uuid;
 use super::{RawEvent, StoreError};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// The start of a binary copy: the signature, no flags, no header extension.
+pub fn write_header(out: &mut Vec<u8>) {
+    out.extend_from_slice(SIGNATURE);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+}
+
+/// One row of a binary copy whose columns are all text (or `json`, whose binary form is its
+/// text): each field its length and its bytes, nothing escaped.
+pub fn write_text_row(out: &mut Vec<u8>, fields: &[&str]) {
+    let count = i16::try_from(fields.len()).expect("a handful of columns");
+    out.extend_from_slice(&count.to_be_bytes());
+    for field in fields {
+        let length = i32::try_from(field.len()).expect("a document under 2 GB");
+        out.extend_from_slice(&length.to_be_bytes());
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
+/// The end of a binary copy.
+pub fn write_trailer(out: &mut Vec<u8>) {
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+}
 
 /// Which columns a scan of the log carries (PostgreSQL's binary copy, SQLite's scan).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -270,6 +295,19 @@ mod tests {
         let mut parser = Parser::new(Columns::ForDecoding);
         parser.push(&copy_of(1));
         assert!(parser.next_row().is_err());
+    }
+
+    #[test]
+    fn text_rows_are_written_as_lengths_and_bytes() {
+        let mut out = Vec::new();
+        write_header(&mut out);
+        write_text_row(&mut out, &["ab", "", "本\t"]);
+        write_trailer(&mut out);
+        let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\0\x03".to_vec();
+        expected.extend_from_slice(b"\0\0\0\x02ab\0\0\0\0\0\0\0\x04");
+        expected.extend_from_slice("本\t".as_bytes());
+        expected.extend_from_slice(b"\xff\xff");
+        assert_eq!(out, expected);
     }
 
     #[test]

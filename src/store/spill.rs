@@ -177,6 +177,68 @@ pub fn stored_docs(
     super::flatten(super::pages_received(received)).boxed()
 }
 
+/// Every document of a projection in a finished spill, by key, as rows of a binary `COPY`
+/// into `read_models` (`pg_copy::write_text_row`), in buffers of about a megabyte. Read and
+/// written on a blocking thread straight from SQLite's columns, so that no document is made
+/// into strings and handed across threads one by one: a rebuild's copy into PostgreSQL went no
+/// quicker in binary until this side did (BENCHMARKS.md, session 18).
+pub fn copy_rows(
+    path: &Path,
+    projection: &'static str,
+) -> BoxStream<'static, Result<Vec<u8>, StoreError>> {
+    const BUFFER: usize = 1 << 20;
+    let (buffers, received) = mpsc::channel(2);
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let read = || -> rusqlite::Result<()> {
+            let conn = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            let mut statement = conn.prepare(
+                "SELECT key, list, sort_key, body FROM read_models
+                 WHERE projection = ?1 ORDER BY key",
+            )?;
+            let mut rows = statement.query([projection])?;
+            let mut buffer = Vec::with_capacity(BUFFER + BUFFER / 8);
+            while let Some(row) = rows.next()? {
+                let text = |column: usize| -> rusqlite::Result<&str> {
+                    row.get_ref(column)?.as_str().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            column,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })
+                };
+                super::pg_copy::write_text_row(
+                    &mut buffer,
+                    &[projection, text(0)?, text(1)?, text(2)?, text(3)?],
+                );
+                if buffer.len() >= BUFFER {
+                    let full =
+                        std::mem::replace(&mut buffer, Vec::with_capacity(BUFFER + BUFFER / 8));
+                    if buffers.blocking_send(Ok(full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !buffer.is_empty() {
+                let _ = buffers.blocking_send(Ok(buffer));
+            }
+            Ok(())
+        };
+        if let Err(error) = read() {
+            let _ = buffers.blocking_send(Err(spill_error(error)));
+        }
+    });
+    futures::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|buffer| (buffer, received))
+    })
+    .boxed()
+}
+
 /// [`stored_docs`] with each body parsed.
 pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
     stored_docs(path, projection)
