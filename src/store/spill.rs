@@ -286,10 +286,10 @@ fn serve(conn: Connection, path: &Path, mut requests: mpsc::Receiver<Request>) {
     while let Some(request) = requests.blocking_recv() {
         match request {
             Request::Write { projection, docs } => {
-                if failed.is_none() {
-                    if let Err(e) = write(&conn, projection, &docs) {
-                        failed = Some(e.to_string());
-                    }
+                if failed.is_none()
+                    && let Err(e) = write(&conn, projection, &docs)
+                {
+                    failed = Some(e.to_string());
                 }
                 // Dropped here, on this thread, not on the fold's.
                 drop(docs);
