@@ -140,6 +140,18 @@ pub struct StoredDoc {
     pub body: String,
 }
 
+/// A projection's documents by key, as [`stored_docs`] and [`copy_rows`] read them.
+const DOCS_BY_KEY: &str =
+    "SELECT key, list, sort_key, body FROM read_models WHERE projection = ?1 ORDER BY key";
+
+/// A finished spill opened for reading only.
+fn open_finished(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
 /// Every document of a projection in a finished spill, by key, read on a blocking thread in
 /// pages, bodies left as stored.
 pub fn stored_docs(
@@ -150,15 +162,8 @@ pub fn stored_docs(
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let read = || -> rusqlite::Result<()> {
-            let conn = Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            let mut statement = conn.prepare(
-                "SELECT key, list, sort_key, body FROM read_models
-                 WHERE projection = ?1 ORDER BY key",
-            )?;
+            let conn = open_finished(&path)?;
+            let mut statement = conn.prepare(DOCS_BY_KEY)?;
             let rows = statement.query_map([projection], |row| {
                 Ok(StoredDoc {
                     key: row.get(0)?,
@@ -191,15 +196,8 @@ pub fn copy_rows(
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let read = || -> rusqlite::Result<()> {
-            let conn = Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            let mut statement = conn.prepare(
-                "SELECT key, list, sort_key, body FROM read_models
-                 WHERE projection = ?1 ORDER BY key",
-            )?;
+            let conn = open_finished(&path)?;
+            let mut statement = conn.prepare(DOCS_BY_KEY)?;
             let mut rows = statement.query([projection])?;
             let mut buffer = Vec::with_capacity(BUFFER + BUFFER / 8);
             while let Some(row) = rows.next()? {
