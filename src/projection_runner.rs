@@ -445,10 +445,7 @@ mod tests {
             drop(folded);
             let path = spill.path().to_owned();
             spill.finish().await.unwrap();
-            let spilled: Vec<(String, Doc)> = crate::store::spill::docs(&path, "scripted")
-                .try_collect()
-                .await
-                .unwrap();
+            let spilled: Vec<(String, Doc)> = crate::store::spill::docs(&path, "scripted").unwrap();
             assert_eq!(spilled, expected, "room for {limit}");
         }
     }

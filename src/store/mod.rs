@@ -580,10 +580,6 @@ impl Drop for DecodedPage {
     }
 }
 
-/// Documents of a projection, streamed (key, document).
-pub type DocStream<'a> =
-    futures::stream::BoxStream<'a, Result<(String, hpki_projections::Doc), StoreError>>;
-
 /// Hides a password in a database URL before it is shown.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -55,6 +55,16 @@ pub enum Columns {
 }
 
 impl Columns {
+    /// The columns selected, in order (both backends' scans; SQLite's inserts name all).
+    pub const fn names(self) -> &'static str {
+        match self {
+            Columns::All => {
+                "position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash"
+            }
+            Columns::ForDecoding => "position, body, hash",
+        }
+    }
+
     fn count(self) -> i16 {
         match self {
             Columns::All => 9,
@@ -65,12 +75,7 @@ impl Columns {
 
 /// The query whose binary copy [`Parser`] reads.
 pub fn statement(after: i64, columns: Columns) -> String {
-    let selected = match columns {
-        Columns::All => {
-            "position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash"
-        }
-        Columns::ForDecoding => "position, body, hash",
-    };
+    let selected = columns.names();
     format!(
         "COPY (SELECT {selected} FROM events WHERE position > {after} ORDER BY position)
          TO STDOUT (FORMAT binary)"

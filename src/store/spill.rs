@@ -11,13 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use hpki_projections::{Body, Doc};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DocStream, SqliteStore, StoreError};
+use super::{SqliteStore, StoreError};
 
 enum Request {
     /// Puts (`Some`) and deletes (`None`) for one projection.
@@ -132,15 +132,7 @@ impl Spill {
     }
 }
 
-/// A document as a spill stores it: its body is the JSON text the writer made.
-pub struct StoredDoc {
-    pub key: String,
-    pub list: String,
-    pub sort_key: String,
-    pub body: String,
-}
-
-/// A projection's documents by key, as [`stored_docs`] and [`copy_rows`] read them.
+/// A projection's documents by key, as [`copy_rows`] and [`docs`] read them.
 const DOCS_BY_KEY: &str =
     "SELECT key, list, sort_key, body FROM read_models WHERE projection = ?1 ORDER BY key";
 
@@ -150,36 +142,6 @@ fn open_finished(path: &Path) -> rusqlite::Result<Connection> {
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-}
-
-/// Every document of a projection in a finished spill, by key, read on a blocking thread in
-/// pages, bodies left as stored.
-pub fn stored_docs(
-    path: &Path,
-    projection: &'static str,
-) -> BoxStream<'static, Result<StoredDoc, StoreError>> {
-    let (pages, received) = mpsc::channel(2);
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let read = || -> rusqlite::Result<()> {
-            let conn = open_finished(&path)?;
-            let mut statement = conn.prepare(DOCS_BY_KEY)?;
-            let rows = statement.query_map([projection], |row| {
-                Ok(StoredDoc {
-                    key: row.get(0)?,
-                    list: row.get(1)?,
-                    sort_key: row.get(2)?,
-                    body: row.get(3)?,
-                })
-            })?;
-            super::send_in_pages(rows.map(|row| row.map_err(spill_error)), &pages);
-            Ok(())
-        };
-        if let Err(error) = read() {
-            let _ = pages.blocking_send(Err(spill_error(error)));
-        }
-    });
-    super::flatten(super::pages_received(received)).boxed()
 }
 
 /// Every document of a projection in a finished spill, by key, as rows of a binary `COPY`
@@ -231,33 +193,42 @@ pub fn copy_rows(
             let _ = buffers.blocking_send(Err(spill_error(error)));
         }
     });
-    futures::stream::unfold(received, |mut received| async move {
-        received.recv().await.map(|buffer| (buffer, received))
-    })
-    .boxed()
+    // Each buffer a "page" of bytes.
+    super::pages_received(received).boxed()
 }
 
-/// [`stored_docs`] with each body parsed.
-pub fn docs(path: &Path, projection: &'static str) -> DocStream<'static> {
-    stored_docs(path, projection)
-        .and_then(|doc| async move {
-            let body = parse_body(&doc.body)?;
-            let StoredDoc {
-                key,
-                list,
-                sort_key,
-                ..
-            } = doc;
+/// Every document of a projection in a finished spill, by key, bodies parsed: what the fold's
+/// tests compare with the documents the projections make in memory.
+#[cfg(test)]
+pub fn docs(path: &Path, projection: &str) -> Result<Vec<(String, Doc)>, StoreError> {
+    let conn = open_finished(path).map_err(spill_error)?;
+    let mut statement = conn.prepare(DOCS_BY_KEY).map_err(spill_error)?;
+    let rows = statement
+        .query_map([projection], |row| {
             Ok((
-                key,
-                Doc {
-                    list,
-                    sort_key,
-                    body,
-                },
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get::<_, String>(3)?,
             ))
         })
-        .boxed()
+        .map_err(spill_error)?;
+    rows.map(|row| {
+        let (key, list, sort_key, body) = row.map_err(spill_error)?;
+        let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+            position: 0,
+            source,
+        })?;
+        Ok((
+            key,
+            Doc {
+                list,
+                sort_key,
+                body,
+            },
+        ))
+    })
+    .collect()
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -441,13 +412,6 @@ fn finish(conn: Connection, path: &Path, list_index: bool) -> Result<i64, StoreE
 }
 
 /// A body the writer stored; not parsing is a corrupt file (position 0: not an event's).
-fn parse_body(body: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
-        position: 0,
-        source,
-    })
-}
-
 fn spill_error(error: rusqlite::Error) -> StoreError {
     StoreError::Spill(error.to_string())
 }

@@ -44,8 +44,7 @@ pub struct SqliteStore {
 pub(super) const LIST_INDEX: &str =
     "read_models_by_list ON read_models (projection, list, sort_key)";
 
-const EVENT_COLUMNS: &str =
-    "position, event_id, stream, version, event_type, schema_version, recorded_at, body, hash";
+const EVENT_COLUMNS: &str = Columns::All.names();
 
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
@@ -536,10 +535,7 @@ pub fn scan(path: &Path, after: i64, columns: Columns, pages: super::Pages<RawEv
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-        let selected = match columns {
-            Columns::All => EVENT_COLUMNS,
-            Columns::ForDecoding => "position, body, hash",
-        };
+        let selected = columns.names();
         let mut statement = conn.prepare(&format!(
             "SELECT {selected} FROM events WHERE position > ?1 ORDER BY position"
         ))?;
