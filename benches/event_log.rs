@@ -63,6 +63,56 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time the whole machine spent busy so far (every process: the benchmark and the
+/// PostgreSQL server alike), from the first line of /proc/stat: user, nice, system, irq and
+/// softirq, not idle, iowait or time stolen by the hypervisor. Its unit is USER_HZ, which the
+/// kernel's ABI fixes at 100 a second on x86-64 and arm64.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
+    busy as f64 / 100.0
+}
+
+/// CPU time (user and system) this process has used so far, from /proc/self/stat (utime and
+/// stime, the 14th and 15th fields, in USER_HZ).
+fn own_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// What the machine and this process have used so far: (machine, own) CPU-seconds.
+fn busy_now() -> (f64, f64) {
+    (machine_busy_secs(), own_busy_secs())
+}
+
+/// "; the machine busy N CPU-s, this process M" since `start` (from [`busy_now`]): with two
+/// cores, a phase cannot take less wall time than half of the machine's figure.
+fn busy_since(start: (f64, f64)) -> String {
+    let (machine, own) = busy_now();
+    format!(
+        "; the machine busy {:.2} CPU-s, this process {:.2}",
+        machine - start.0,
+        own - start.1
+    )
+}
+
 async fn batched(store: &Store, total: u64) -> f64 {
     let started = Instant::now();
     for batch in 0..total / 1_000 {
@@ -229,30 +279,34 @@ fn folded_at(started: Instant, last: Option<Instant>) -> String {
 async fn replay(backend: &str, store: &Store, clock: &SharedClock) {
     let out = std::env::temp_dir().join(format!("hpki-bench-replay-{}.db", uuid::Uuid::new_v4()));
     let (progress, last) = noting_last_fold();
+    let busy = busy_now();
     let started = Instant::now();
     let replay = projection_runner::replay_as_of(store, clock.now(), &out, &progress)
         .await
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{backend}: replay (read + fold {} events, write {} documents): {secs:.2} s{}",
+        "{backend}: replay (read + fold {} events, write {} documents): {secs:.2} s{}{}",
         replay.position,
         replay.documents,
-        folded_at(started, last.get())
+        folded_at(started, last.get()),
+        busy_since(busy)
     );
     let _ = std::fs::remove_file(&out);
 }
 
 async fn rebuild(backend: &str, store: &Store) {
     let (progress, last) = noting_last_fold();
+    let busy = busy_now();
     let started = Instant::now();
     projection_runner::rebuild(store, None, &progress)
         .await
         .unwrap();
     println!(
-        "{backend}: projections rebuild from 0: {:.2} s{}",
+        "{backend}: projections rebuild from 0: {:.2} s{}{}",
         started.elapsed().as_secs_f64(),
-        folded_at(started, last.get())
+        folded_at(started, last.get()),
+        busy_since(busy)
     );
 }
 
