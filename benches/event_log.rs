@@ -1,6 +1,6 @@
 //! Event-log benchmarks for BENCHMARKS.md. Run: `cargo bench --bench event_log [-- EVENTS]`
-//! (default 1,000,000). `HPKI_BENCH_SQLITE_FILE` and `HPKI_BENCH_PHASES` (below) are for
-//! profiling one phase. Needs PostgreSQL at $HPKI_TEST_POSTGRES_URL
+//! (default 1,000,000). `HPKI_BENCH_SQLITE_FILE`, `HPKI_BENCH_PG_SCHEMA` and `HPKI_BENCH_PHASES`
+//! (below) are for profiling one phase. Needs PostgreSQL at $HPKI_TEST_POSTGRES_URL
 //! (default postgres://postgres@127.0.0.1:5432/test) and `pgbench` on the PATH.
 
 use std::sync::Arc;
@@ -363,18 +363,33 @@ async fn main() {
 async fn run_postgres(total: u64, clock: SharedClock) {
     let server = std::env::var("HPKI_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    // HPKI_BENCH_PG_SCHEMA=name keeps the log in that schema (made if missing, never dropped),
+    // as HPKI_BENCH_SQLITE_FILE does for SQLite; otherwise a new schema, dropped at the end.
+    let kept = std::env::var("HPKI_BENCH_PG_SCHEMA").ok();
+    if let Some(name) = &kept {
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "HPKI_BENCH_PG_SCHEMA: lower-case letters and _ only"
+        );
+    }
+    let schema = kept
+        .clone()
+        .unwrap_or_else(|| format!("bench_{}", uuid::Uuid::new_v4().simple()));
     let admin = sqlx::PgPool::connect(&server)
         .await
         .expect("PostgreSQL for the benchmark");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
     let url = format!("{server}?options=-c%20search_path%3D{schema}");
     run("postgres", &url, total, clock).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    if kept.is_none() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
 }
