@@ -38,6 +38,7 @@ pub fn build(
             .configure(|cfg| crate::portal::routes(cfg, &portal))
             .configure(|cfg| crate::console::routes(cfg, &console))
             .wrap(actix_web::middleware::from_fn(observe))
+            .route("/", web::get().to(front_door))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
@@ -67,6 +68,15 @@ async fn observe(
         metrics.observe_request(&method, &route, status, seconds);
     }
     Ok(response)
+}
+
+/// The address the README gives (`http://127.0.0.1:8080`) leads to the staff console, whose
+/// own front page sends a visitor on to its sign-in or dashboard. Subscribers never come here:
+/// they arrive by their QR's link (`/r/…`) or the portal's addresses.
+async fn front_door() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, "/console/"))
+        .finish()
 }
 
 async fn healthz() -> HttpResponse {

@@ -290,6 +290,18 @@ async fn serve_answers_health_readiness_and_metrics() {
             metrics.contains("hpki_http_request_duration_seconds_bucket"),
             "{metrics}"
         );
+
+        // The address the README gives leads to the staff console.
+        let front = http_client()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{base}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(front.status(), 303, "{}", db.backend);
+        assert_eq!(front.headers()["location"], "/console/", "{}", db.backend);
         running.server.stop(true).await;
     }
 }
