@@ -549,14 +549,11 @@ impl Config {
     }
 
     /// Defaults, then `file` (if given, it must exist), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(figment::Error::from(format!(
-                    "configuration file {} does not exist",
-                    file.display()
-                )));
+                return Err(ConfigError(format!("{}: no such file", file.display())));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -573,8 +570,72 @@ impl Config {
                 KEYS.contains(&first.as_str())
             })
             .split("__");
-        figment.merge(env).extract()
+        figment.merge(env).extract().map_err(|error| {
+            let lines: Vec<String> = error.into_iter().map(|e| describe(&e)).collect();
+            ConfigError(lines.join("; "))
+        })
     }
+}
+
+/// Why the configuration could not be read: one line for each key that is wrong, each naming
+/// where it was set (`hpki.toml:3`, or the environment variable) and the key as written in the
+/// file (`server.listen`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// One of figment's errors as `where: key: what`. Figment's own text names the key with its
+/// profile (`default.server.listen`) and the file by its last component only, and never the
+/// line; the line is found here by looking the key up in the file again, with its spans.
+fn describe(error: &figment::Error) -> String {
+    let key = error.path.join(".");
+    let source = error.metadata.as_ref().map(|m| (&m.name, &m.source));
+    let place = match source {
+        Some((_, Some(figment::Source::File(path)))) => match line_of(path, &error.path) {
+            Some(line) => format!("{}:{line}", path.display()),
+            None => path.display().to_string(),
+        },
+        Some((name, _)) if name.contains("environment") => {
+            let parts: Vec<String> = error.path.iter().map(|p| p.to_ascii_uppercase()).collect();
+            format!("environment variable HPKI_{}", parts.join("__"))
+        }
+        _ => "configuration".to_owned(),
+    };
+    // A TOML syntax error comes as several lines: where, the offending line under a caret
+    // (which may hold a password), and what is wrong. The first and the last are kept.
+    let what = error.kind.to_string();
+    let mut lines = what.lines().map(str::trim).filter(|line| !line.is_empty());
+    let first = lines.next().unwrap_or_default();
+    let what = match lines.next_back() {
+        Some(last) => format!("{first}: {last}"),
+        None => first.to_owned(),
+    };
+    if key.is_empty() {
+        format!("{place}: {what}")
+    } else {
+        format!("{place}: {key}: {what}")
+    }
+}
+
+/// The line of `file` on which the key at `path` (`["server", "listen"]`) is written, or of
+/// the nearest table above it that is written there (for a key that is missing).
+fn line_of(file: &Path, path: &[String]) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let document = toml_edit::ImDocument::parse(text.as_str()).ok()?;
+    let mut table: &dyn toml_edit::TableLike = document.as_table();
+    let mut found = None;
+    for part in path {
+        let Some((key, item)) = table.get_key_value(part) else {
+            break;
+        };
+        found = key.span().or(found);
+        match item.as_table_like() {
+            Some(inner) => table = inner,
+            None => break,
+        }
+    }
+    let start = found?.start;
+    Some(text[..start].matches('\n').count() + 1)
 }
 
 #[cfg(test)]
@@ -582,14 +643,49 @@ mod tests {
     use super::*;
     use figment::value::{Dict, Value};
 
-    #[test]
-    fn a_wrong_type_names_the_key_and_the_file() {
+    /// The error of loading `text` as a configuration file, which starts with `at`: the
+    /// file's path, then the rest of `at`.
+    fn assert_refused(text: &str, at: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hpki.toml");
-        std::fs::write(&file, "[projections]\npoll_interval_ms = \"soon\"\n").unwrap();
+        std::fs::write(&file, text).unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
-        assert!(err.contains("projections.poll_interval_ms"), "{err}");
-        assert!(err.contains("hpki.toml"), "{err}");
+        assert!(err.starts_with(&format!("{}{at}", file.display())), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_the_file() {
+        assert_refused(
+            "[projections]\npoll_interval_ms = \"soon\"\n",
+            ":2: projections.poll_interval_ms: invalid type",
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        assert_refused(
+            "# comment\n[server]\nlisten = \"127.0.0.1:1\"\n\n[audit]\nevery = 3\n",
+            ":6: audit.every: unknown field",
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_gets_one_line_naming_where() {
+        let err = assert_refused(
+            "[server]\nlisten = \"127.0.0.1:1\n",
+            ": TOML parse error at line 2, column 22: ",
+        );
+        assert!(!err.contains("127.0.0.1"), "the line is shown: {err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/hpki.toml")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "/nonexistent/hpki.toml: no such file");
     }
 
     #[test]

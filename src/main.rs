@@ -301,10 +301,7 @@ fn main() -> ExitCode {
             config
         }
         Err(error) => {
-            eprintln!(
-                "error: configuration: {}",
-                error.to_string().replace('\n', "; ")
-            );
+            eprintln!("error: configuration: {error}");
             return ExitCode::from(1);
         }
     };

@@ -178,12 +178,31 @@ fn bad_configuration_and_database_urls_get_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: configuration:")
-            && err.contains("projections.poll_interval_ms")
-            && err.contains("hpki.toml"),
+        err.starts_with(
+            "error: configuration: hpki.toml:2: projections.poll_interval_ms: invalid type"
+        ),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // The same mistake made in the environment names the variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_hpki"))
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .env_remove("HPKI_DATABASE_URL")
+        .env_remove("HPKI_CONFIG")
+        .env("HPKI_PROJECTIONS__POLL_INTERVAL_MS", "often")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(
+            "error: configuration: environment variable HPKI_PROJECTIONS__POLL_INTERVAL_MS: \
+             projections.poll_interval_ms: invalid type"
+        ),
+        "{err}"
+    );
 
     let out = hpki(
         dir.path(),
@@ -213,7 +232,7 @@ fn bad_configuration_and_database_urls_get_one_clear_line() {
 
     let out = hpki(dir.path(), &["--config", "missing.toml", "migrate"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("missing.toml does not exist"),
+        String::from_utf8_lossy(&out.stderr).contains("configuration: missing.toml: no such file"),
         "{}",
         text(&out)
     );
