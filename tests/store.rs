@@ -446,3 +446,45 @@ async fn two_stores_appending_to_the_same_streams_in_turn_see_each_others_versio
         assert_eq!(one.count_events().await.unwrap(), 10, "{}", db.backend);
     }
 }
+
+/// The schemas PostgreSQL tests make are dropped by a later run once an hour old, and only
+/// those: the `test` database does not fill up run after run.
+#[tokio::test]
+async fn stale_test_schemas_are_dropped_and_fresh_ones_kept() {
+    let conn = sqlx::postgres::PgPool::connect(&postgres_server())
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {}: {e}", postgres_server()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let stale = format!("t_{}_{id}", now - 3601);
+    let fresh = format!("t_{}_{id}", now - 60);
+    let other = format!("kept_{id}");
+    for schema in [&stale, &fresh, &other] {
+        let create = format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.x (y int)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&conn)
+            .await
+            .unwrap();
+    }
+    drop_stale_schemas(&conn, now).await;
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname IN ($1, $2, $3) ORDER BY 1",
+    )
+    .bind(&stale)
+    .bind(&fresh)
+    .bind(&other)
+    .fetch_all(&conn)
+    .await
+    .unwrap();
+    for schema in [&fresh, &other] {
+        let drop = format!("DROP SCHEMA {schema} CASCADE");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(left, vec![other.clone(), fresh.clone()]);
+}

@@ -47,9 +47,43 @@ pub fn postgres_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// How old a test schema must be before a later run drops it: far longer than the suite runs.
+const STALE_SCHEMA_SECS: u64 = 3600;
+
+/// A test's schema is named `t_<unix seconds>_<uuid>`: a schema cannot be dropped when its test
+/// ends (the test's own pool and tasks may still hold it, and a `Drop` cannot wait for them on
+/// the test's runtime), so the first PostgreSQL test of each run drops those of earlier runs,
+/// once they are an hour old, and the database does not fill with them.
+pub async fn drop_stale_schemas(conn: &sqlx::PgPool, now: u64) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname ~ '^t_([0-9]+_)?[0-9a-f]{32}$'",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    for name in names {
+        // Schemas named before the time was in the name (`t_<uuid>`) count as stale.
+        let made: u64 = name
+            .split('_')
+            .nth(1)
+            .filter(|part| part.len() < 32)
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or(0);
+        if now.saturating_sub(made) > STALE_SCHEMA_SECS {
+            // Another run sweeping at the same moment may have dropped it first.
+            let drop = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(conn).await;
+        }
+    }
+}
+
 pub async fn postgres() -> TestDb {
     let server = postgres_server();
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let schema = format!("t_{now}_{}", uuid::Uuid::new_v4().simple());
     let conn = sqlx::postgres::PgPool::connect(&server)
         .await
         .unwrap_or_else(|e| {
@@ -59,6 +93,10 @@ pub async fn postgres() -> TestDb {
              or point HPKI_TEST_POSTGRES_URL at one."
             )
         });
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        drop_stale_schemas(&conn, now).await;
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&conn)
         .await
