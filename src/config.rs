@@ -577,9 +577,9 @@ impl Config {
     }
 }
 
-/// Why the configuration could not be read: one line for each key that is wrong, each naming
-/// where it was set (`hpki.toml:3`, or the environment variable) and the key as written in the
-/// file (`server.listen`).
+/// Why the configuration could not be read, on one line: for each key that is wrong, where it
+/// was set (`hpki.toml:3`, or the environment variable) and the key as written in the file
+/// (`server.listen`), separated by `; `.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
