@@ -8,12 +8,18 @@ use std::process::{Command, Output};
 use common::*;
 
 fn hpki(dir: &std::path::Path, args: &[&str]) -> Output {
+    hpki_with_env(dir, args, &[])
+}
+
+/// [`hpki`] with `env` set besides.
+fn hpki_with_env(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hpki"))
         .args(args)
         .current_dir(dir)
         .env_remove("HPKI_DATABASE_URL")
         .env_remove("HPKI_CONFIG")
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -186,14 +192,11 @@ fn bad_configuration_and_database_urls_get_one_clear_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     // The same mistake made in the environment names the variable.
-    let out = Command::new(env!("CARGO_BIN_EXE_hpki"))
-        .args(["migrate"])
-        .current_dir(dir.path())
-        .env_remove("HPKI_DATABASE_URL")
-        .env_remove("HPKI_CONFIG")
-        .env("HPKI_PROJECTIONS__POLL_INTERVAL_MS", "often")
-        .output()
-        .unwrap();
+    let out = hpki_with_env(
+        dir.path(),
+        &["migrate"],
+        &[("HPKI_PROJECTIONS__POLL_INTERVAL_MS", "often")],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -215,6 +215,8 @@ pub fn docs(path: &Path, projection: &str) -> Result<Vec<(String, Doc)>, StoreEr
         .map_err(spill_error)?;
     rows.map(|row| {
         let (key, list, sort_key, body) = row.map_err(spill_error)?;
+        // A body the writer stored that does not parse is a corrupt file (position 0: not an
+        // event's).
         let body = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
             position: 0,
             source,
@@ -411,7 +413,7 @@ fn finish(conn: Connection, path: &Path, list_index: bool) -> Result<i64, StoreE
     Ok(count)
 }
 
-/// A body the writer stored; not parsing is a corrupt file (position 0: not an event's).
+/// The scratch file's own failure, as the store reports it.
 fn spill_error(error: rusqlite::Error) -> StoreError {
     StoreError::Spill(error.to_string())
 }
