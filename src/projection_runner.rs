@@ -239,11 +239,15 @@ async fn fold(
     Ok(last)
 }
 
-/// A new SQLite file holding only read models, for a fold to write into.
-async fn spill_at(path: &Path) -> anyhow::Result<Spill> {
-    Spill::create(path)
-        .await
-        .with_context(|| format!("creating {}", path.display()))
+/// A new SQLite file holding only read models, for a fold to write into: a scratch file
+/// (`store`: false) or a store of read models of its own.
+async fn spill_at(path: &Path, store: bool) -> anyhow::Result<Spill> {
+    let spill = if store {
+        Spill::create_store(path).await
+    } else {
+        Spill::create(path).await
+    };
+    spill.with_context(|| format!("creating {}", path.display()))
 }
 
 /// Rebuilds projections from position 0 and swaps their documents in, all in one transaction.
@@ -267,7 +271,7 @@ pub async fn rebuild(
         );
     }
     let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
-    let spill = spill_at(&scratch.path().join("rebuild.db")).await?;
+    let spill = spill_at(&scratch.path().join("rebuild.db"), false).await?;
     let last = match fold(store, &projections, &spill, None, progress).await {
         Ok(last) => last,
         Err(error) => {
@@ -307,7 +311,7 @@ pub async fn replay_as_of(
         );
     }
     let projections = hpki_projections::all();
-    let spill = spill_at(out).await?;
+    let spill = spill_at(out, true).await?;
     let folded = fold(store, &projections, &spill, Some(as_of), progress).await;
     let last = match folded {
         Ok(last) => last,
@@ -325,7 +329,7 @@ pub async fn replay_as_of(
     let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |event| {
         (event.position, event.hash.to_hex())
     });
-    let documents = spill.finish_as_store().await? as usize;
+    let documents = spill.finish().await? as usize;
     let target = SqliteStore::connect(&format!("sqlite://{}", out.display())).await?;
     for projection in &projections {
         sqlx::query("INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?2)")
@@ -435,7 +439,7 @@ mod tests {
         // the spill puts with one statement, and of fewer).
         for limit in [3, 12, 30, 300] {
             let dir = tempfile::tempdir().unwrap();
-            let spill = spill_at(&dir.path().join("spill.db")).await.unwrap();
+            let spill = spill_at(&dir.path().join("spill.db"), false).await.unwrap();
             let projections: Vec<Box<dyn Projection>> = vec![Box::new(Scripted(script.clone()))];
             let mut folded = Folded::new(&projections, &spill, limit);
             for position in 0..script.len() {

@@ -197,7 +197,8 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
 
         let past = sqlite_file(&out).await;
         // The replay's file is a store like any other: the same tables and indexes (the fold
-        // builds the work lists' index at the end), beside the replay's own table.
+        // keeps the work lists' index up to date as it writes), beside the replay's own table,
+        // and every index entry matches its row.
         let schema = |store: hpki_backoffice::store::SqliteStore| async move {
             sqlx::query_as::<_, (String, String, Option<String>)>(
                 "SELECT type, name, sql FROM sqlite_master WHERE name <> 'replay' ORDER BY name",
@@ -208,6 +209,11 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
         };
         let fresh = sqlite_file(&dir.path().join("fresh.db")).await;
         assert_eq!(schema(past.clone()).await, schema(fresh).await);
+        let check: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
+            .fetch_all(&past.pool)
+            .await
+            .unwrap();
+        assert_eq!(check, vec![("ok".to_owned(),)], "{}", db.backend);
         let docs = past.docs("streams", None, 100).await.unwrap();
         let four = docs.iter().find(|(k, _)| k == "application-4").unwrap();
         assert_eq!(

@@ -32,7 +32,6 @@ enum Request {
     },
     /// Commits and closes; answers with the number of documents held.
     Finish {
-        list_index: bool,
         reply: oneshot::Sender<Result<i64, StoreError>>,
     },
     /// Closes without committing; answers once the file is closed.
@@ -44,10 +43,29 @@ pub struct Spill {
     requests: mpsc::Sender<Request>,
 }
 
+/// What a spill file is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// A rebuild's scratch file, read back by key and then removed: no work lists' index.
+    Scratch,
+    /// A replay's file, a complete store of read models once finished.
+    Store,
+}
+
 impl Spill {
-    /// Creates a new spill file at `path` with the store's schema (so a replay's file opens as a
-    /// store of read models), and starts its writer.
+    /// Creates a new scratch spill at `path` (a rebuild's): the store's table of read models
+    /// without the work lists' index, which a rebuild builds in the store itself.
     pub async fn create(path: &Path) -> Result<Spill, StoreError> {
+        Spill::create_as(path, Kind::Scratch).await
+    }
+
+    /// Creates a new spill at `path` that is, once finished, a complete store of read models
+    /// (a replay's): the store's schema, the work lists' index kept up to date as it is written.
+    pub async fn create_store(path: &Path) -> Result<Spill, StoreError> {
+        Spill::create_as(path, Kind::Store).await
+    }
+
+    async fn create_as(path: &Path, kind: Kind) -> Result<Spill, StoreError> {
         // 16 KB pages rather than SQLite's 4 KB: a million documents take a quarter of the page
         // splits and page-cache lookups (BENCHMARKS.md). Set on the empty file, before the
         // schema is written: a page size holds only from a database's creation.
@@ -56,13 +74,13 @@ impl Spill {
             .map_err(spill_error)?;
         let url = format!("sqlite://{}", path.display());
         SqliteStore::connect(&url).await?.pool.close().await;
-        let conn = open(path).map_err(spill_error)?;
+        let conn = open(path, kind).map_err(spill_error)?;
         let file = path.to_owned();
         // Two pages in flight at most: the fold waits rather than holding more in memory.
         let (requests, received) = mpsc::channel(2);
         std::thread::Builder::new()
             .name("hpki-spill".into())
-            .spawn(move || serve(conn, &file, received))
+            .spawn(move || serve(conn, &file, kind, received))
             .map_err(|e| StoreError::Spill(e.to_string()))?;
         Ok(Spill {
             path: path.to_owned(),
@@ -100,18 +118,8 @@ impl Spill {
     /// An error of any earlier write is reported here. The file then holds the documents for
     /// [`docs`] to read back by key.
     pub async fn finish(self) -> Result<i64, StoreError> {
-        self.finish_with(false).await
-    }
-
-    /// [`Spill::finish`], and builds the index of the work lists again, so the file is a
-    /// complete store of read models (a replay's).
-    pub async fn finish_as_store(self) -> Result<i64, StoreError> {
-        self.finish_with(true).await
-    }
-
-    async fn finish_with(self, list_index: bool) -> Result<i64, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Finish { list_index, reply }).await?;
+        self.send(Request::Finish { reply }).await?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -233,26 +241,33 @@ pub fn docs(path: &Path, projection: &str) -> Result<Vec<(String, Doc)>, StoreEr
     .collect()
 }
 
-fn open(path: &Path) -> rusqlite::Result<Connection> {
+fn open(path: &Path, kind: Kind) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // No journal and no fsync while folding: the file is either finished (and a replay's is
     // complete then) or removed, never rolled back and kept. 64 MB of page cache keeps the
-    // upper levels of the table's B-tree in memory (256 MB measured no faster). The work
-    // lists' index (migrations/sqlite/0006_read_models_without_rowid.sql) is built once at
-    // the end, if at all, rather than kept up to date through every write.
+    // upper levels of the table's B-tree in memory (256 MB measured no faster).
     conn.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY;
-         BEGIN;
-         DROP INDEX read_models_by_list;",
+         BEGIN;",
     )?;
+    // A replay's file keeps the work lists' index
+    // (migrations/sqlite/0006_read_models_without_rowid.sql) up to date as it is written,
+    // rather than building it at the end: most sort keys begin with the time of the event, so
+    // entries mostly go in at the end of the index, and a replay ended with a second of one
+    // core sorting while the other sat idle. Kept up to date, a million-event replay took
+    // 3.8-4.2 s against 4.1-5.5 s, and less CPU in all (BENCHMARKS.md, session 21). A scratch
+    // file needs no such index.
+    if kind == Kind::Scratch {
+        conn.execute_batch("DROP INDEX read_models_by_list;")?;
+    }
     Ok(conn)
 }
 
 /// The writer: runs requests in order until `Finish`, or until the fold goes away or abandons
 /// the file (then it closes it uncommitted, for its owner to remove). After a failed write it
 /// answers every later request with that failure.
-fn serve(conn: Connection, path: &Path, mut requests: mpsc::Receiver<Request>) {
+fn serve(conn: Connection, path: &Path, kind: Kind, mut requests: mpsc::Receiver<Request>) {
     let mut failed: Option<String> = None;
     while let Some(request) = requests.blocking_recv() {
         match request {
@@ -276,10 +291,10 @@ fn serve(conn: Connection, path: &Path, mut requests: mpsc::Receiver<Request>) {
                 };
                 let _ = reply.send(answer);
             }
-            Request::Finish { list_index, reply } => {
+            Request::Finish { reply } => {
                 let answer = match failed.take() {
                     Some(e) => Err(StoreError::Spill(e)),
-                    None => finish(conn, path, list_index),
+                    None => finish(conn, path, kind),
                 };
                 let _ = reply.send(answer);
                 return;
@@ -388,20 +403,16 @@ fn read(conn: &Connection, projection: &str, key: &str) -> Result<Option<Doc<Bod
         .map_err(spill_error)
 }
 
-fn finish(conn: Connection, path: &Path, list_index: bool) -> Result<i64, StoreError> {
+fn finish(conn: Connection, path: &Path, kind: Kind) -> Result<i64, StoreError> {
     // A replay's file is made durable when it is opened as a store next (going back to WAL
     // syncs it): a quarter of a second at the end of a million-document replay, spent writing
-    // the table's pages to disk. Started here, on a thread of its own, that writing is done
-    // while the index is built, and the sync that counts has only the index left to write.
-    // Its outcome is not needed: the store's own sync reports what fails.
-    let early_sync = list_index.then(|| {
+    // the table's pages to disk. Started here, on a thread of its own, most of that writing is
+    // done while the last pages are committed, counted and closed. Its outcome is not needed:
+    // the store's own sync reports what fails.
+    let early_sync = (kind == Kind::Store).then(|| {
         let path = path.to_owned();
         std::thread::spawn(move || std::fs::File::open(path).and_then(|file| file.sync_data()))
     });
-    if list_index {
-        conn.execute_batch(&format!("CREATE INDEX {}", super::sqlite::LIST_INDEX))
-            .map_err(spill_error)?;
-    }
     conn.execute_batch("COMMIT").map_err(spill_error)?;
     let count = conn
         .query_row("SELECT count(*) FROM read_models", [], |row| row.get(0))

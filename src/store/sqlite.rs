@@ -38,9 +38,9 @@ pub struct SqliteStore {
     file: Option<PathBuf>,
 }
 
-/// The work lists' index (migrations/sqlite/0006_read_models_without_rowid.sql), for the
-/// writers that drop it while they fill `read_models` and build it again after: a spill, and a
-/// rebuild's copy into the store (`CREATE INDEX {schema}{LIST_INDEX}`).
+/// The work lists' index (migrations/sqlite/0006_read_models_without_rowid.sql), for a
+/// rebuild's copy into the store, which drops it while it fills `read_models` and builds it
+/// again after (`CREATE INDEX {schema}{LIST_INDEX}`).
 pub(super) const LIST_INDEX: &str =
     "read_models_by_list ON read_models (projection, list, sort_key)";
 
