@@ -1,8 +1,9 @@
 //! The mail outbox against a real SMTP server on loopback (aiosmtpd): what the log calls for
 //! goes out once, with Japanese subjects MIME-encoded; 4xx replies, a server that is down or
 //! drops the connection mid-message are retried with a doubling backoff on the injected
-//! clock; a 5xx is listed for staff, who retry it; and a process killed between the server's
-//! acceptance and the record sends again with the same Message-ID, recorded once.
+//! clock; a 5xx is listed for staff, who retry it; a process killed between the server's
+//! acceptance and the record sends again with the same Message-ID, recorded once; and a log
+//! that refuses the record while the process lives on gets it later, the mail not sent again.
 
 mod common;
 
@@ -226,6 +227,86 @@ async fn a_5xx_is_listed_for_staff_who_retry_it() {
         .map(|o| o.0)
         .collect();
     assert_eq!(types, ["MailFailed", "MailRetryRequested", "MailSent"]);
+}
+
+/// Makes the log refuse every append (`on`) or take them again, behind the store's back: a
+/// database that still answers reads and refuses writes.
+async fn refuse_appends(db: &TestDb, on: bool) {
+    if db.backend == "sqlite" {
+        let file = rusqlite::Connection::open(db.url.trim_start_matches("sqlite://")).unwrap();
+        // The server's own writers (the projections) may hold the lock a moment.
+        file.busy_timeout(Duration::from_secs(30)).unwrap();
+        file.execute_batch(if on {
+            "CREATE TRIGGER refused_by_the_test BEFORE INSERT ON events
+             BEGIN SELECT RAISE(ABORT, 'appends refused by the test'); END;"
+        } else {
+            "DROP TRIGGER refused_by_the_test;"
+        })
+        .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let statements: &[&str] = if on {
+            &[
+                "CREATE FUNCTION refused_by_the_test() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'appends refused by the test'; END $$",
+                "CREATE TRIGGER refused_by_the_test BEFORE INSERT ON events
+                 FOR EACH ROW EXECUTE FUNCTION refused_by_the_test()",
+            ]
+        } else {
+            &["DROP TRIGGER refused_by_the_test ON events"]
+        };
+        for statement in statements {
+            sqlx::query(*statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_mail_whose_record_the_log_refused_is_recorded_later_not_sent_again() {
+    for db in both().await {
+        let smtp = SmtpServer::start();
+        let server = Server::start_with(&db, |c| smtp_to(c, smtp.port)).await;
+        ok(server
+            .post("/applications")
+            .json(&form("jma", "500001"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let mail_id = mail_list(&server, "mail:pending").await[0]["mail_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        smtp.set_mode("accept");
+        refuse_appends(&db, true).await;
+        // The server takes the mail; the log refuses to record it, twice over.
+        for _ in 0..2 {
+            let answer = server.post("/jobs/mail").send().await.unwrap();
+            assert!(answer.status().is_server_error(), "{}", db.backend);
+        }
+        assert_eq!(smtp.received().len(), 1, "{}", db.backend);
+        assert!(outcomes(&server, &mail_id).await.is_empty());
+
+        refuse_appends(&db, false).await;
+        assert_eq!(send(&server).await["sent"], 1, "{}", db.backend);
+        server.clock.advance(time::Duration::hours(1));
+        assert_eq!(send(&server).await["sent"], 0, "{}", db.backend);
+        let received = smtp.received();
+        assert_eq!(
+            received.len(),
+            1,
+            "sent once, recorded once: {}",
+            db.backend
+        );
+        let types: Vec<String> = outcomes(&server, &mail_id)
+            .await
+            .into_iter()
+            .map(|o| o.0)
+            .collect();
+        assert_eq!(types, ["MailSent"], "{}", db.backend);
+        assert_eq!(mail_list(&server, "mail:sent").await.len(), 1);
+    }
 }
 
 /// `hpki serve` as a process of its own, so that it can be killed.

@@ -6,8 +6,14 @@
 //! for a retry). The Message-ID is made from the mail id, so the rare repeat (the process
 //! dies after the server accepted the mail and before `MailSent` is recorded) carries the
 //! same Message-ID as the first and a receiver can recognise it.
+//!
+//! When the process lives on but the log refuses the record (a full disk, a database that
+//! answers reads and not writes), the outcome is kept in memory and recorded at the next step
+//! instead of sending the mail again: a failing log must not turn into a mail every few
+//! seconds to the same subscriber.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -118,6 +124,9 @@ pub struct Outbox {
     domain: String,
     config: Mail,
     templates: Arc<minijinja::Environment<'static>>,
+    /// Outcomes of sends whose record the log refused, by mail id: recorded at the mail's next
+    /// turn rather than sent again.
+    unrecorded: Arc<Mutex<HashMap<Uuid, Event>>>,
 }
 
 /// A mail the outbox read model says is waiting.
@@ -166,6 +175,7 @@ impl Outbox {
             domain,
             config: mail,
             templates: Arc::new(templates),
+            unrecorded: Arc::default(),
         })
     }
 
@@ -209,8 +219,42 @@ impl Outbox {
         let stream = format!("mail-{}", pending.mail_id);
         let history = store.read_stream(&stream).await?;
         if !still_pending(&history) {
+            // Recorded by now, by this process or another.
+            self.unrecorded().remove(&pending.mail_id);
             return Ok(None);
         }
+        let unrecorded = self.unrecorded().remove(&pending.mail_id);
+        let event = match unrecorded {
+            Some(event) => event,
+            None => self.attempt(&pending, &history).await,
+        };
+        let expected = history.last().map_or(ExpectedVersion::NoStream, |e| {
+            ExpectedVersion::Exact(e.version)
+        });
+        let append = StreamAppend {
+            stream,
+            expected,
+            events: vec![hpki_events::NewEvent::new(event.clone())],
+        };
+        let mut metadata = Metadata::new(Actor::system("outbox"));
+        metadata.causation_id = Some(pending.mail_id);
+        if let Err(error) = store.append(vec![append], metadata).await {
+            self.unrecorded().insert(pending.mail_id, event);
+            return Err(error)
+                .with_context(|| format!("recording what became of mail {}", pending.mail_id));
+        }
+        Ok(Some(event))
+    }
+
+    fn unrecorded(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Event>> {
+        // A panic while the map was held leaves it as it was: still usable.
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tries to send the mail; what became of it, as the event to record.
+    async fn attempt(&self, pending: &Pending, history: &[RecordedEvent]) -> Event {
         let attempt = history
             .iter()
             .filter(|e| {
@@ -222,12 +266,12 @@ impl Outbox {
             .count() as u32
             + 1;
         let message_id = format!("<{}@{}>", pending.mail_id, self.domain);
-        let result = match self.compose(&pending, &message_id).await {
+        let result = match self.compose(pending, &message_id).await {
             Ok(message) => self.send(message).await,
             Err(failure) => Err(failure),
         };
         let kind = pending.kind.clone();
-        let event: Event = match result {
+        match result {
             Ok(()) => MailSent {
                 mail_id: pending.mail_id,
                 kind,
@@ -257,22 +301,7 @@ impl Outbox {
                 }
                 .into()
             }
-        };
-        let expected = history.last().map_or(ExpectedVersion::NoStream, |e| {
-            ExpectedVersion::Exact(e.version)
-        });
-        let append = StreamAppend {
-            stream,
-            expected,
-            events: vec![hpki_events::NewEvent::new(event.clone())],
-        };
-        let mut metadata = Metadata::new(Actor::system("outbox"));
-        metadata.causation_id = Some(pending.mail_id);
-        store
-            .append(vec![append], metadata)
-            .await
-            .with_context(|| format!("recording what became of mail {}", pending.mail_id))?;
-        Ok(Some(event))
+        }
     }
 
     fn backoff(&self, attempt: u32) -> time::Duration {
