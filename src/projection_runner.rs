@@ -239,14 +239,8 @@ async fn fold(
     Ok(last)
 }
 
-/// A new SQLite file holding only read models, for a fold to write into: a scratch file
-/// (`store`: false) or a store of read models of its own.
-async fn spill_at(path: &Path, store: bool) -> anyhow::Result<Spill> {
-    let spill = if store {
-        Spill::create_store(path).await
-    } else {
-        Spill::create(path).await
-    };
+/// Names the spill file a fold could not create.
+fn creating<T>(spill: Result<T, StoreError>, path: &Path) -> anyhow::Result<T> {
     spill.with_context(|| format!("creating {}", path.display()))
 }
 
@@ -271,7 +265,8 @@ pub async fn rebuild(
         );
     }
     let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
-    let spill = spill_at(&scratch.path().join("rebuild.db"), false).await?;
+    let path = scratch.path().join("rebuild.db");
+    let spill = creating(store.rebuild_spill(&path).await, &path)?;
     let last = match fold(store, &projections, &spill, None, progress).await {
         Ok(last) => last,
         Err(error) => {
@@ -279,7 +274,6 @@ pub async fn rebuild(
             return Err(error);
         }
     };
-    let path = spill.path().to_owned();
     spill.finish().await?;
     let position = last.map_or(0, |event| event.position);
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
@@ -311,7 +305,7 @@ pub async fn replay_as_of(
         );
     }
     let projections = hpki_projections::all();
-    let spill = spill_at(out, true).await?;
+    let spill = creating(Spill::create_store(out).await, out)?;
     let folded = fold(store, &projections, &spill, Some(as_of), progress).await;
     let last = match folded {
         Ok(last) => last,
@@ -439,7 +433,9 @@ mod tests {
         // the spill puts with one statement, and of fewer).
         for limit in [3, 12, 30, 300] {
             let dir = tempfile::tempdir().unwrap();
-            let spill = spill_at(&dir.path().join("spill.db"), false).await.unwrap();
+            let spill = Spill::create(&dir.path().join("spill.db"), false)
+                .await
+                .unwrap();
             let projections: Vec<Box<dyn Projection>> = vec![Box::new(Scripted(script.clone()))];
             let mut folded = Folded::new(&projections, &spill, limit);
             for position in 0..script.len() {

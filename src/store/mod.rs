@@ -1024,8 +1024,20 @@ impl Store {
         }
     }
 
+    /// A new scratch spill at `path` for a rebuild to fold into and [`Store::replace_projections`]
+    /// to install from, laid out for this backend's install: SQLite copies the work lists'
+    /// index's records as they are, PostgreSQL builds its own index and reads the file by key
+    /// only.
+    pub async fn rebuild_spill(&self, path: &std::path::Path) -> Result<Spill, StoreError> {
+        let list_index = match &self.db {
+            Db::Sqlite(_) => true,
+            Db::Postgres(_) => false,
+        };
+        Spill::create(path, list_index).await
+    }
+
     /// Replaces the documents of each of `names` with those of a finished spill
-    /// ([`spill::Spill::finish`]) and moves its checkpoint to `position`: one transaction per
+    /// ([`Store::rebuild_spill`]) and moves its checkpoint to `position`: one transaction per
     /// projection, so each read model switches from old to new at once.
     pub async fn replace_projections(
         &self,

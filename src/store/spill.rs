@@ -46,21 +46,23 @@ pub struct Spill {
 /// What a spill file is for.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
-    /// A rebuild's scratch file, read back by key and then removed: no work lists' index.
-    Scratch,
-    /// A replay's file, a complete store of read models once finished.
+    /// A rebuild's scratch file, copied into the store and then removed; with the work lists'
+    /// index or without.
+    Scratch { list_index: bool },
+    /// A replay's file, kept: a store of read models of its own once finished.
     Store,
 }
 
 impl Spill {
-    /// Creates a new scratch spill at `path` (a rebuild's): the store's table of read models
-    /// without the work lists' index, which a rebuild builds in the store itself.
-    pub async fn create(path: &Path) -> Result<Spill, StoreError> {
-        Spill::create_as(path, Kind::Scratch).await
+    /// Creates a new scratch spill at `path` with the store's table of read models, its work
+    /// lists' index kept up to date (`list_index`) or dropped: a rebuild's
+    /// ([`crate::store::Store::rebuild_spill`]).
+    pub async fn create(path: &Path, list_index: bool) -> Result<Spill, StoreError> {
+        Spill::create_as(path, Kind::Scratch { list_index }).await
     }
 
-    /// Creates a new spill at `path` that is, once finished, a complete store of read models
-    /// (a replay's): the store's schema, the work lists' index kept up to date as it is written.
+    /// Creates a new spill at `path`, a replay's, that is a store of read models of its own
+    /// once finished.
     pub async fn create_store(path: &Path) -> Result<Spill, StoreError> {
         Spill::create_as(path, Kind::Store).await
     }
@@ -251,14 +253,15 @@ fn open(path: &Path, kind: Kind) -> rusqlite::Result<Connection> {
          PRAGMA temp_store = MEMORY;
          BEGIN;",
     )?;
-    // A replay's file keeps the work lists' index
-    // (migrations/sqlite/0006_read_models_without_rowid.sql) up to date as it is written,
-    // rather than building it at the end: most sort keys begin with the time of the event, so
-    // entries mostly go in at the end of the index, and a replay ended with a second of one
-    // core sorting while the other sat idle. Kept up to date, a million-event replay took
-    // 3.8-4.2 s against 4.1-5.5 s, and less CPU in all (BENCHMARKS.md, session 21). A scratch
-    // file needs no such index.
-    if kind == Kind::Scratch {
+    // The work lists' index (migrations/sqlite/0006_read_models_without_rowid.sql) is kept up
+    // to date as documents are written, rather than dropped and built at the end: most sort
+    // keys begin with the time of the event, so entries mostly go in at the end of the index,
+    // and a replay ended with a second of one core sorting while the other sat idle. Kept up
+    // to date, a million-event replay took 3.9-4.4 s against 4.6-5.1 s, with less CPU in all.
+    // A rebuild's copy into an empty SQLite store then moves the index's records as they are,
+    // as it does the table's (`SqliteStore::replace_projections`; BENCHMARKS.md, session 21).
+    // A rebuild into PostgreSQL reads its scratch file by key only, and needs no such index.
+    if kind == (Kind::Scratch { list_index: false }) {
         conn.execute_batch("DROP INDEX read_models_by_list;")?;
     }
     Ok(conn)
