@@ -580,18 +580,38 @@ impl Drop for DecodedPage {
     }
 }
 
-/// Hides a password in a database URL before it is shown.
+/// Hides the passwords in a database URL before it is shown: the one after the user name,
+/// and the value of any parameter whose name holds `password` (libpq takes `?password=` and
+/// `?sslpassword=` as well).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                    format!("{name}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parameters.join("&"));
     }
+    out
 }
 
 fn check_request(appends: &[StreamAppend]) -> Result<(), AppendError> {
@@ -958,6 +978,18 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://var/x.db"), "sqlite://var/x.db");
+        assert_eq!(
+            redact_url("postgres://app@db/hpki?sslmode=require&password=s3cret&sslpassword=k@y"),
+            "postgres://app@db/hpki?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@h/db?options=-c%20search_path%3Dx"),
+            "postgres://u:***@h/db?options=-c%20search_path%3Dx"
+        );
+        assert_eq!(
+            redact_url("sqlite://x.db?mode=rwc"),
+            "sqlite://x.db?mode=rwc"
+        );
     }
 }
 
