@@ -199,6 +199,26 @@ async fn an_application_goes_from_intake_to_certificates_and_a_qr() {
         )
         .await;
         assert_eq!(e["code"], "bad_json");
+        // A query string or a path that does not read answers in the same format.
+        let e = error(
+            server.get("/applications?limit=ten").send().await.unwrap(),
+            400,
+        )
+        .await;
+        assert_eq!(e["code"], "bad_query");
+        assert!(
+            e["message"]["en"]
+                .as_str()
+                .unwrap()
+                .contains("invalid digit"),
+            "{e}"
+        );
+        let e = error(
+            server.get("/print-batches/xyz/pdf").send().await.unwrap(),
+            404,
+        )
+        .await;
+        assert_eq!(e["code"], "not_found");
         let mut unknown = form("jma", "123456");
         unknown["favourite_colour"] = json!("blue");
         let e = error(
@@ -256,6 +276,39 @@ async fn an_application_goes_from_intake_to_certificates_and_a_qr() {
         )
         .await;
         assert_eq!(e["code"], "open_application");
+        // A refused application, or a photo for an application that does not exist, leaves no
+        // photo behind.
+        let mut other_photo = hpki_backoffice::demo::SAMPLE_PHOTO.to_vec();
+        other_photo.push(0);
+        let mut refused = good.clone();
+        refused["photo_base64"] = json!(openssl::base64::encode_block(&other_photo));
+        let e = error(
+            server
+                .post("/applications")
+                .json(&refused)
+                .send()
+                .await
+                .unwrap(),
+            409,
+        )
+        .await;
+        assert_eq!(e["code"], "open_application");
+        error(
+            server
+                .put(&format!("/applications/{}/photo", uuid::Uuid::new_v4()))
+                .body(other_photo.clone())
+                .send()
+                .await
+                .unwrap(),
+            404,
+        )
+        .await;
+        let sha256 = hex::encode(openssl::sha::sha256(&other_photo));
+        assert!(
+            server.running.store.photo(&sha256).await.unwrap().is_none(),
+            "{}",
+            db.backend
+        );
 
         // Approving before the documents are checked is refused.
         let e = error(

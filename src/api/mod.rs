@@ -116,9 +116,31 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: &Api) {
             };
             ApiError(OfficeError::Problem(problem)).into()
         });
+    // A query string or a path segment that does not read (`?limit=ten`, a batch id that is
+    // not a UUID) answers in the API's problem format, as a body does, not actix's plain text.
+    let query = web::QueryConfig::default().error_handler(|error, _| {
+        let problem = Problem::new(
+            400,
+            "bad_query",
+            format!("クエリ文字列を読めません: {error}"),
+            format!("the query string cannot be read: {error}"),
+        );
+        ApiError(OfficeError::Problem(problem)).into()
+    });
+    let path = web::PathConfig::default().error_handler(|error, _| {
+        let problem = Problem::new(
+            404,
+            "not_found",
+            format!("その URL のものはありません（{error}）"),
+            format!("nothing is at that URL ({error})"),
+        );
+        ApiError(OfficeError::Problem(problem)).into()
+    });
     outputs::distribution_points(cfg, api);
     cfg.app_data(json).service(
         web::scope("/api/v1")
+            .app_data(query)
+            .app_data(path)
             .route("/openapi.json", web::get().to(openapi))
             .route("/applications", web::post().to(submit))
             .route("/applications", web::get().to(list_applications))
