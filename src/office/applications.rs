@@ -69,11 +69,16 @@ impl Office {
                         .collect(),
                 )
             })?;
+        let stream = subscriber_stream(&valid.authority, &valid.registry_number);
+        // Refused before the photo is stored, so that a refused application leaves no one's
+        // photo behind (checked again below, against the version appended at).
+        if let Some(open) = self.subscriber(&stream).await?.1.open_application() {
+            return Err(open_application(open.received.application_id).into());
+        }
         let photo = match photo {
             Some(bytes) => Some(self.keep_photo(bytes).await?),
             None => None,
         };
-        let stream = subscriber_stream(&valid.authority, &valid.registry_number);
         let source = Source {
             channel,
             batch: None,
@@ -189,6 +194,9 @@ impl Office {
         bytes: &[u8],
         actor: &Actor,
     ) -> Result<PhotoRef, OfficeError> {
+        // An unknown or closed application is refused before the photo is stored.
+        let stream = self.application_stream(application_id).await?;
+        open_for_review(&self.subscriber(&stream).await?.1, application_id)?;
         let photo = self.keep_photo(bytes).await?;
         self.review_step(application_id, actor, |subscriber| {
             open_for_review(subscriber, application_id)?;
