@@ -229,42 +229,10 @@ async fn a_5xx_is_listed_for_staff_who_retry_it() {
     assert_eq!(types, ["MailFailed", "MailRetryRequested", "MailSent"]);
 }
 
-/// Makes the log refuse every append (`on`) or take them again, behind the store's back: a
-/// database that still answers reads and refuses writes.
-async fn refuse_appends(db: &TestDb, on: bool) {
-    if db.backend == "sqlite" {
-        let file = rusqlite::Connection::open(db.url.trim_start_matches("sqlite://")).unwrap();
-        // The server's own writers (the projections) may hold the lock a moment.
-        file.busy_timeout(Duration::from_secs(30)).unwrap();
-        file.execute_batch(if on {
-            "CREATE TRIGGER refused_by_the_test BEFORE INSERT ON events
-             BEGIN SELECT RAISE(ABORT, 'appends refused by the test'); END;"
-        } else {
-            "DROP TRIGGER refused_by_the_test;"
-        })
-        .unwrap();
-    } else {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        let statements: &[&str] = if on {
-            &[
-                "CREATE FUNCTION refused_by_the_test() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN RAISE EXCEPTION 'appends refused by the test'; END $$",
-                "CREATE TRIGGER refused_by_the_test BEFORE INSERT ON events
-                 FOR EACH ROW EXECUTE FUNCTION refused_by_the_test()",
-            ]
-        } else {
-            &["DROP TRIGGER refused_by_the_test ON events"]
-        };
-        for statement in statements {
-            sqlx::query(*statement).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
-}
-
 #[tokio::test]
 async fn a_mail_whose_record_the_log_refused_is_recorded_later_not_sent_again() {
-    for db in both().await {
+    // PostgreSQL only: see `refuse_appends`.
+    for db in [postgres().await] {
         let smtp = SmtpServer::start();
         let server = Server::start_with(&db, |c| smtp_to(c, smtp.port)).await;
         ok(server

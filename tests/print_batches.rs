@@ -380,6 +380,36 @@ async fn a_batch_prints_scannable_cards_and_takes_the_mail_houses_confirmation()
     }
 }
 
+/// A batch the log refuses to record leaves no files behind: they hold live registration
+/// URLs, and no one could download them. (A batch recorded keeps its files: the test above.)
+#[tokio::test]
+async fn a_batch_the_log_refuses_leaves_no_files() {
+    // PostgreSQL only: see `refuse_appends`.
+    for db in [postgres().await] {
+        let server = start(&db).await;
+        apply(&server, "jma", "710001", "医師 一郎").await;
+        let files = || -> Vec<String> {
+            std::fs::read_dir(server.config.print_dir().join("jma"))
+                .map(|dir| {
+                    dir.map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                        .filter(|name| name.ends_with(".pdf") || name.ends_with(".csv"))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let create = || {
+            server
+                .post("/print-batches")
+                .json(&json!({"authority": "jma"}))
+                .send()
+        };
+        refuse_appends(&db, true).await;
+        let refused = create().await.unwrap();
+        assert!(refused.status().is_server_error(), "{}", db.backend);
+        assert_eq!(files(), Vec::<String>::new(), "{}", db.backend);
+    }
+}
+
 #[tokio::test]
 async fn a_card_printer_gets_one_card_a_page_and_a_cp932_manifest() {
     let db = sqlite();

@@ -356,7 +356,21 @@ impl PrintBatches {
                 )
                 .into())
             }
-            Err(e) => Err(OfficeError::Internal(e.into())),
+            Err(e) => {
+                // The files hold live registration URLs: removed unless the batch is in the
+                // log after all (an error can come after a commit, a lost reply say). Left
+                // when the log cannot be read to tell.
+                let recorded = store.read_stream(&print_stream(authority)).await.map(|events| {
+                    events.iter().any(|recorded| {
+                        matches!(&recorded.event, Event::PrintBatchCreated(b) if b.batch_id == batch_id)
+                    })
+                });
+                if let Ok(false) = recorded {
+                    let _ = std::fs::remove_file(self.pdf_path(authority, batch_id));
+                    let _ = std::fs::remove_file(self.csv_path(authority, batch_id));
+                }
+                Err(OfficeError::Internal(e.into()))
+            }
         }
     }
 

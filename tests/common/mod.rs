@@ -203,3 +203,26 @@ pub fn config(db: &TestDb, dir: &std::path::Path) -> hpki_backoffice::config::Co
 }
 
 pub const STAFF_TOKEN: &str = "test-token-for-suzuki";
+
+/// Makes the log refuse every append (`on`) or take them again, behind the store's back: a
+/// database that still answers reads and refuses writes. PostgreSQL only: on SQLite the
+/// test's own connection sometimes waited out its 30 s for the write lock while the server
+/// under test was idle (seen in session 21, not explained yet), which would make a test flaky.
+pub async fn refuse_appends(db: &TestDb, on: bool) {
+    assert_eq!(db.backend, "postgres", "refuse_appends works on PostgreSQL");
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let statements: &[&str] = if on {
+        &[
+            "CREATE FUNCTION refused_by_the_test() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'appends refused by the test'; END $$",
+            "CREATE TRIGGER refused_by_the_test BEFORE INSERT ON events
+             FOR EACH ROW EXECUTE FUNCTION refused_by_the_test()",
+        ]
+    } else {
+        &["DROP TRIGGER refused_by_the_test ON events"]
+    };
+    for statement in statements {
+        sqlx::query(*statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
