@@ -231,8 +231,7 @@ async fn a_5xx_is_listed_for_staff_who_retry_it() {
 
 #[tokio::test]
 async fn a_mail_whose_record_the_log_refused_is_recorded_later_not_sent_again() {
-    // PostgreSQL only: see `refuse_appends`.
-    for db in [postgres().await] {
+    for db in both().await {
         let smtp = SmtpServer::start();
         let server = Server::start_with(&db, |c| smtp_to(c, smtp.port)).await;
         ok(server

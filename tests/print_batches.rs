@@ -384,8 +384,7 @@ async fn a_batch_prints_scannable_cards_and_takes_the_mail_houses_confirmation()
 /// URLs, and no one could download them. (A batch recorded keeps its files: the test above.)
 #[tokio::test]
 async fn a_batch_the_log_refuses_leaves_no_files() {
-    // PostgreSQL only: see `refuse_appends`.
-    for db in [postgres().await] {
+    for db in both().await {
         let server = start(&db).await;
         apply(&server, "jma", "710001", "医師 一郎").await;
         let files = || -> Vec<String> {

@@ -205,11 +205,31 @@ pub fn config(db: &TestDb, dir: &std::path::Path) -> hpki_backoffice::config::Co
 pub const STAFF_TOKEN: &str = "test-token-for-suzuki";
 
 /// Makes the log refuse every append (`on`) or take them again, behind the store's back: a
-/// database that still answers reads and refuses writes. PostgreSQL only: on SQLite the
-/// test's own connection sometimes waited out its 30 s for the write lock while the server
-/// under test was idle (seen in session 21, not explained yet), which would make a test flaky.
+/// database that still answers reads and refuses writes.
 pub async fn refuse_appends(db: &TestDb, on: bool) {
-    assert_eq!(db.backend, "postgres", "refuse_appends works on PostgreSQL");
+    if db.backend == "sqlite" {
+        let file = db.url.trim_start_matches("sqlite://").to_owned();
+        // On a blocking thread: waiting for the write lock on the test's own thread would stop
+        // the server under test, which runs on that thread too, from finishing the transaction
+        // that holds it (until the 30 s ran out).
+        tokio::task::spawn_blocking(move || {
+            let file = rusqlite::Connection::open(file).unwrap();
+            file.busy_timeout(std::time::Duration::from_secs(30))
+                .unwrap();
+            file.execute_batch(if on {
+                "BEGIN IMMEDIATE;
+                 CREATE TRIGGER refused_by_the_test BEFORE INSERT ON events
+                 BEGIN SELECT RAISE(ABORT, 'appends refused by the test'); END;
+                 COMMIT;"
+            } else {
+                "BEGIN IMMEDIATE; DROP TRIGGER refused_by_the_test; COMMIT;"
+            })
+            .unwrap_or_else(|e| panic!("refuse_appends({on}): {e}"));
+        })
+        .await
+        .unwrap();
+        return;
+    }
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let statements: &[&str] = if on {
         &[
