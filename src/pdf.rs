@@ -171,6 +171,21 @@ struct Image {
     components: u8,
 }
 
+/// Whether a photo (`image/jpeg` or `image/png`) is one the card can show: read here as the
+/// print will read it, so that a file that only begins like an image is refused when it
+/// comes in, not when a batch for the mail house is made. The reason when it is not.
+pub fn photo_readable(media_type: &str, bytes: &[u8]) -> Result<(), String> {
+    let photo = Photo {
+        media_type: media_type.to_owned(),
+        bytes: bytes.to_vec(),
+    };
+    match image(0, &photo) {
+        Ok(_) => Ok(()),
+        Err(PdfError::Photo { why, .. }) => Err(why),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
 fn image(sequence: u32, photo: &Photo) -> Result<Image, PdfError> {
     let bad = |why: &str| PdfError::Photo {
         sequence,

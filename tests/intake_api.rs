@@ -484,6 +484,25 @@ async fn an_application_goes_from_intake_to_certificates_and_a_qr() {
         )
         .await;
         assert_eq!(e["code"], "bad_photo");
+        // One that only begins like a JPEG (or a PNG) is refused as it comes in, not when its
+        // card is printed.
+        for fake in [
+            &b"\xFF\xD8\xFF\xE0 not a picture"[..],
+            b"\x89PNG\r\n\x1a\n not a picture",
+        ] {
+            let e = error(
+                server
+                    .put(&format!("/applications/{jpa_id}/photo"))
+                    .body(fake)
+                    .send()
+                    .await
+                    .unwrap(),
+                422,
+            )
+            .await;
+            assert_eq!(e["code"], "bad_photo");
+            assert_eq!(e["field"], "photo");
+        }
         let e = error(
             server
                 .put(&format!("/applications/{jpa_id}/photo"))

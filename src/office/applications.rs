@@ -178,6 +178,16 @@ impl Office {
             .field("photo")
             .into());
         };
+        if let Err(why) = crate::pdf::photo_readable(media_type, bytes) {
+            return Err(Problem::new(
+                422,
+                "bad_photo",
+                format!("顔写真の画像を読めません（{why}）"),
+                format!("the photo cannot be read as an image ({why})"),
+            )
+            .field("photo")
+            .into());
+        }
         let sha256 = hex::encode(openssl::sha::sha256(bytes));
         self.store().put_photo(&sha256, media_type, bytes).await?;
         Ok(PhotoRef {
