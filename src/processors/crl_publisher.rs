@@ -245,12 +245,20 @@ impl CrlPublisher {
         let mut wait: Option<Duration> = None;
         let mut authorities: Vec<&String> = self.urls.keys().collect();
         authorities.sort();
+        // One authority's failure (its folder cannot be written, say) does not keep the others'
+        // CRLs from being published: each is tried, and the first failure reported after.
+        let mut failed: Option<anyhow::Error> = None;
         for authority in authorities {
             let (_, last) = last_published(store, authority).await?;
-            if let Some(last) = &last {
-                self.repair(&revocations, authority, last)
+            if let Some(last) = &last
+                && let Err(error) = self
+                    .repair(&revocations, authority, last)
                     .await
-                    .with_context(|| format!("repairing the published {authority} CRL"))?;
+                    .with_context(|| format!("repairing the published {authority} CRL"))
+            {
+                tracing::error!(authority = %authority, error = format!("{error:#}"), "a CRL could not be repaired");
+                failed.get_or_insert(error);
+                continue;
             }
             let due = match &last {
                 None => true,
@@ -271,16 +279,24 @@ impl CrlPublisher {
                 }
             };
             if due {
-                if let Some(done) = self
+                match self
                     .publish(&revocations, authority, now)
                     .await
-                    .with_context(|| format!("publishing the {authority} CRL"))?
+                    .with_context(|| format!("publishing the {authority} CRL"))
                 {
-                    published.push(done);
+                    Ok(Some(done)) => published.push(done),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(authority = %authority, error = format!("{error:#}"), "a CRL could not be published");
+                        failed.get_or_insert(error);
+                    }
                 }
             }
         }
-        Ok((published, wait))
+        match failed {
+            Some(error) => Err(error),
+            None => Ok((published, wait)),
+        }
     }
 
     fn ca(&self, authority: &str) -> anyhow::Result<&Ca> {
