@@ -81,6 +81,23 @@ async fn a_qr_leads_through_password_and_sign_in_to_the_register_step() {
             .await;
         assert!(page.contains("あと 3 回"), "{page}");
 
+        // A form that does not read gets the portal's page, not plain text: a field sent
+        // twice, and a form longer than any the portal sends.
+        let (status, _, page) = phone
+            .post(
+                "/portal/password",
+                &[("csrf", &csrf), ("password", "1"), ("password", "2")],
+            )
+            .await;
+        assert_eq!(status, 400);
+        assert!(page.contains("送られた内容を読めませんでした"), "{page}");
+        let long = "9".repeat(5000);
+        let (status, _, page) = phone
+            .post("/portal/password", &[("csrf", &csrf), ("password", &long)])
+            .await;
+        assert_eq!(status, 413);
+        assert!(page.contains("<html lang=\"ja\">"), "{page}");
+
         // Sign-in can't be skipped to; the right password (full-width digits too) leads there.
         let (status, _, _) = phone.get("/portal/register").await;
         assert_eq!(status, 303);

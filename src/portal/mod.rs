@@ -97,7 +97,22 @@ pub fn routes(cfg: &mut web::ServiceConfig, portal: &Portal) {
             );
             crate::api::ApiError(OfficeError::Problem(problem)).into()
         });
-    let form = web::FormConfig::default().limit(4096);
+    // A form that does not read (too long, not a form, a field twice) gets the portal's own
+    // page, in the subscriber's language, not actix's plain text.
+    let form = {
+        let portal = portal.clone();
+        web::FormConfig::default()
+            .limit(4096)
+            .error_handler(move |error, req| {
+                let status = match &error {
+                    actix_web::error::UrlencodedError::Overflow { .. } => 413,
+                    actix_web::error::UrlencodedError::ContentType => 415,
+                    _ => 400,
+                };
+                let page = portal.problem_page(Lang::of(req), None, status, "bad_form", false);
+                actix_web::error::InternalError::from_response(error, page).into()
+            })
+    };
     cfg.app_data(web::Data::new(portal.clone())).service(
         web::scope("/r")
             .wrap(actix_web::middleware::from_fn(guard))
