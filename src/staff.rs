@@ -373,7 +373,7 @@ impl Directory {
             .field("name")
             .into());
         }
-        let (link, issued) = self.new_link(name).await?;
+        let (link, token, issued) = self.new_link();
         let created = StaffAccountCreated {
             name: name.to_owned(),
             display_name: display_name.to_owned(),
@@ -382,20 +382,39 @@ impl Directory {
                 .map(str::to_owned),
             roles,
         };
-        self.append(name, 0, vec![created.into(), issued.into()], actor)
+        // The log first, then the credentials, here and below: a request the log refuses (a
+        // conflict with another at the same time) then changes nothing, and no credential
+        // changes without its record. Should the credential's write fail after the record,
+        // the person tries again (a setup link stays usable until it is spent).
+        self.append(name, 0, vec![created.into(), issued.clone().into()], actor)
             .await?;
+        self.keep_link(name, &token, &issued).await?;
         Ok(link)
     }
 
-    /// Makes a setup link for `name`, keeping its token's hash (every earlier link of the
-    /// account stops working); the event to append says it was made.
-    async fn new_link(&self, name: &str) -> Result<(SetupLink, StaffSetupLinkIssued), OfficeError> {
+    /// A new setup link: the link, its token, and the event that says it was made.
+    fn new_link(&self) -> (SetupLink, String, StaffSetupLinkIssued) {
         let token = crate::portal::session::random_id();
         let expires_at = self.now() + time::Duration::hours(self.rules.setup_link_hours.max(1));
         let issued = StaffSetupLinkIssued {
             link_id: Uuid::now_v7(),
             expires_at: rfc3339(expires_at),
         };
+        let url = format!(
+            "{}/console/setup/{token}",
+            self.rules.base_url.trim_end_matches('/')
+        );
+        (SetupLink { url, expires_at }, token, issued)
+    }
+
+    /// Keeps a setup link's token's hash for `name`: every earlier link of the account stops
+    /// working.
+    async fn keep_link(
+        &self,
+        name: &str,
+        token: &str,
+        issued: &StaffSetupLinkIssued,
+    ) -> Result<(), OfficeError> {
         self.store
             .delete_staff_credentials(name, "setup", None)
             .await?;
@@ -404,15 +423,11 @@ impl Directory {
                 name,
                 kind: "setup",
                 id: &issued.link_id.to_string(),
-                secret: &sha256_hex(&token),
+                secret: &sha256_hex(token),
                 expires_at: Some(&issued.expires_at),
             })
             .await?;
-        let url = format!(
-            "{}/console/setup/{token}",
-            self.rules.base_url.trim_end_matches('/')
-        );
-        Ok((SetupLink { url, expires_at }, issued))
+        Ok(())
     }
 
     /// A new setup link for an account (a lost passkey, a forgotten password).
@@ -422,9 +437,10 @@ impl Directory {
         actor: &Actor,
     ) -> Result<SetupLink, OfficeError> {
         let account = self.existing(name).await?;
-        let (link, issued) = self.new_link(name).await?;
-        self.append(name, account.version, vec![issued.into()], actor)
+        let (link, token, issued) = self.new_link();
+        self.append(name, account.version, vec![issued.clone().into()], actor)
             .await?;
+        self.keep_link(name, &token, &issued).await?;
         Ok(link)
     }
 
@@ -486,6 +502,13 @@ impl Directory {
         let phc = tokio::task::spawn_blocking(move || hash_password(&owned))
             .await
             .map_err(anyhow::Error::from)??;
+        self.append(
+            &account.name,
+            account.version,
+            vec![StaffPasswordSet { link_id }.into()],
+            &account.actor(),
+        )
+        .await?;
         self.store
             .put_staff_credential(&StaffCredential {
                 name: &account.name,
@@ -498,13 +521,7 @@ impl Directory {
         self.store
             .delete_staff_credentials(&account.name, "passkey", None)
             .await?;
-        self.append(
-            &account.name,
-            account.version,
-            vec![StaffPasswordSet { link_id }.into()],
-            &account.actor(),
-        )
-        .await
+        Ok(())
     }
 
     /// Records the passkey registered through a setup link, and spends the link.
@@ -515,18 +532,6 @@ impl Directory {
         made: &crate::portal::ceremony::Made,
     ) -> Result<(), OfficeError> {
         let account = self.existing(name).await?;
-        self.store
-            .put_staff_credential(&StaffCredential {
-                name,
-                kind: "passkey",
-                id: &made.credential_id,
-                secret: &made.passkey,
-                expires_at: None,
-            })
-            .await?;
-        self.store
-            .delete_staff_credentials(name, "setup", Some(&link_id.to_string()))
-            .await?;
         self.append(
             name,
             account.version,
@@ -539,7 +544,20 @@ impl Directory {
             ],
             &account.actor(),
         )
-        .await
+        .await?;
+        self.store
+            .put_staff_credential(&StaffCredential {
+                name,
+                kind: "passkey",
+                id: &made.credential_id,
+                secret: &made.passkey,
+                expires_at: None,
+            })
+            .await?;
+        self.store
+            .delete_staff_credentials(name, "setup", Some(&link_id.to_string()))
+            .await?;
+        Ok(())
     }
 
     /// The first factor. A wrong password (or a wrong name, at the same cost) counts towards

@@ -1141,3 +1141,62 @@ async fn an_administrator_changes_authority_settings_through_the_log_and_the_off
         again.server.stop(false).await;
     }
 }
+
+/// The log first, then the credentials: a password or a setup link the log refuses to record
+/// (another change to the account came first) changes no credential.
+#[tokio::test]
+async fn a_credential_change_the_log_refuses_changes_nothing() {
+    for db in both().await {
+        let folder = tempfile::tempdir().unwrap();
+        let store = open(&db, clock()).await;
+        let directory = hpki_backoffice::staff::Directory::new(
+            store.clone(),
+            clock(),
+            &config(&db, folder.path()),
+        )
+        .unwrap();
+        let admin = hpki_events::Actor::parse("staff:root").unwrap();
+        let link = directory
+            .create(
+                "tanaka",
+                "田中",
+                &[hpki_backoffice::config::Role::Officer],
+                None,
+                &admin,
+            )
+            .await
+            .unwrap();
+        let token = link.url.rsplit('/').next().unwrap().to_owned();
+        let (stale, link_id) = directory.setup_link(&token).await.unwrap().unwrap();
+        // Another change to the account comes first: a new link (the old one stops working).
+        let fresh = directory
+            .reissue_setup_link("tanaka", &admin)
+            .await
+            .unwrap();
+        let refused = directory
+            .set_password(
+                &stale,
+                link_id,
+                "correct horse battery",
+                "correct horse battery",
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, hpki_backoffice::problem::OfficeError::Problem(p) if p.status == 409),
+            "{}: {refused:?}",
+            db.backend
+        );
+        assert!(
+            store
+                .staff_credentials("tanaka", "password")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: a password the log did not record",
+            db.backend
+        );
+        let fresh_token = fresh.url.rsplit('/').next().unwrap();
+        assert!(directory.setup_link(fresh_token).await.unwrap().is_some());
+    }
+}
