@@ -265,34 +265,25 @@ async fn an_application_goes_from_intake_to_certificates_and_a_qr() {
         .await;
         let id = first["application_id"].as_str().unwrap().to_owned();
         assert_eq!(first["subscriber_id"], "123456");
-        let e = error(
-            server
-                .post("/applications")
-                .json(&good)
-                .send()
-                .await
-                .unwrap(),
-            409,
-        )
-        .await;
-        assert_eq!(e["code"], "open_application");
-        // A refused application, or a photo for an application that does not exist, leaves no
-        // photo behind.
+        // A refused application (with the same photo or another), or a photo for an
+        // application that does not exist, leaves no photo behind.
         let mut other_photo = hpki_backoffice::demo::SAMPLE_PHOTO.to_vec();
         other_photo.push(0);
         let mut refused = good.clone();
         refused["photo_base64"] = json!(openssl::base64::encode_block(&other_photo));
-        let e = error(
-            server
-                .post("/applications")
-                .json(&refused)
-                .send()
-                .await
-                .unwrap(),
-            409,
-        )
-        .await;
-        assert_eq!(e["code"], "open_application");
+        for again in [&good, &refused] {
+            let e = error(
+                server
+                    .post("/applications")
+                    .json(again)
+                    .send()
+                    .await
+                    .unwrap(),
+                409,
+            )
+            .await;
+            assert_eq!(e["code"], "open_application");
+        }
         error(
             server
                 .put(&format!("/applications/{}/photo", uuid::Uuid::new_v4()))
