@@ -257,10 +257,11 @@ fn open(path: &Path, kind: Kind) -> rusqlite::Result<Connection> {
     // to date as documents are written, rather than dropped and built at the end: most sort
     // keys begin with the time of the event, so entries mostly go in at the end of the index,
     // and a replay ended with a second of one core sorting while the other sat idle. Kept up
-    // to date, a million-event replay took 3.9-4.4 s against 4.6-5.1 s, with less CPU in all.
-    // A rebuild's copy into an empty SQLite store then moves the index's records as they are,
-    // as it does the table's (`SqliteStore::replace_projections`; BENCHMARKS.md, session 21).
-    // A rebuild into PostgreSQL reads its scratch file by key only, and needs no such index.
+    // to date, a million-event replay took 3.8-4.4 s against 4.1-5.5 s (nine pairs), with
+    // less CPU in all. A rebuild's copy into an empty SQLite store then moves the index's
+    // records as they are, as it does the table's (`SqliteStore::replace_projections`;
+    // BENCHMARKS.md, session 21). A rebuild into PostgreSQL reads its scratch file by key
+    // only, and needs no such index.
     if kind == (Kind::Scratch { list_index: false }) {
         conn.execute_batch("DROP INDEX read_models_by_list;")?;
     }
