@@ -175,31 +175,27 @@ struct Image {
 /// print will read it, so that a file that only begins like an image is refused when it
 /// comes in, not when a batch for the mail house is made. The reason when it is not.
 pub fn photo_readable(media_type: &str, bytes: &[u8]) -> Result<(), String> {
-    let photo = Photo {
-        media_type: media_type.to_owned(),
-        bytes: bytes.to_vec(),
-    };
-    match image(0, &photo) {
+    match image(0, media_type, bytes) {
         Ok(_) => Ok(()),
         Err(PdfError::Photo { why, .. }) => Err(why),
         Err(other) => Err(other.to_string()),
     }
 }
 
-fn image(sequence: u32, photo: &Photo) -> Result<Image, PdfError> {
+fn image(sequence: u32, media_type: &str, bytes: &[u8]) -> Result<Image, PdfError> {
     let bad = |why: &str| PdfError::Photo {
         sequence,
         why: why.to_owned(),
     };
-    match photo.media_type.as_str() {
+    match media_type {
         "image/jpeg" => {
             let (width, height, components) =
-                jpeg_header(&photo.bytes).ok_or_else(|| bad("not a JPEG"))?;
+                jpeg_header(bytes).ok_or_else(|| bad("not a JPEG"))?;
             if ![1, 3, 4].contains(&components) || width == 0 || height == 0 {
                 return Err(bad("an unusual JPEG"));
             }
             Ok(Image {
-                data: photo.bytes.clone(),
+                data: bytes.to_vec(),
                 filter: Filter::DctDecode,
                 width,
                 height,
@@ -207,7 +203,7 @@ fn image(sequence: u32, photo: &Photo) -> Result<Image, PdfError> {
             })
         }
         "image/png" => {
-            let mut decoder = png::Decoder::new(std::io::Cursor::new(&photo.bytes));
+            let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
             decoder.set_transformations(png::Transformations::normalize_to_color8());
             let mut reader = decoder.read_info().map_err(|e| bad(&e.to_string()))?;
             let mut pixels = vec![
@@ -505,7 +501,7 @@ pub fn render(batch: &Batch) -> Result<Vec<u8>, PdfError> {
             );
             let photo = match &face.photo {
                 Some(photo) => {
-                    let image = image(face.sequence, photo)?;
+                    let image = image(face.sequence, &photo.media_type, &photo.bytes)?;
                     let image_id = id();
                     let name = format!("P{}", face.sequence);
                     let mut xobject = pdf.image_xobject(image_id, &image.data);

@@ -70,25 +70,22 @@ impl Office {
                 )
             })?;
         let stream = subscriber_stream(&valid.authority, &valid.registry_number);
-        // Refused before the photo is stored, so that a refused application leaves no one's
-        // photo behind (checked again below, against the version appended at).
-        if let Some(open) = self.subscriber(&stream).await?.1.open_application() {
-            return Err(open_application(open.received.application_id).into());
-        }
-        let photo = match photo {
-            Some(bytes) => Some(self.keep_photo(bytes).await?),
-            None => None,
-        };
         let source = Source {
             channel,
             batch: None,
         };
+        let mut kept: Option<PhotoRef> = None;
         for _ in 0..TRIES {
             let (version, subscriber) = self.subscriber(&stream).await?;
             if let Some(open) = subscriber.open_application() {
                 return Err(open_application(open.received.application_id).into());
             }
-            let received = self.received(&valid, photo.clone(), source.clone());
+            // Stored once the application is not refused, so that a refused one leaves no
+            // one's photo behind.
+            if let (Some(bytes), None) = (photo, &kept) {
+                kept = Some(self.keep_photo(bytes).await?);
+            }
+            let received = self.received(&valid, kept.clone(), source.clone());
             let submitted = Submitted {
                 application_id: received.application_id,
                 subscriber_id: received.subscriber_id.clone(),

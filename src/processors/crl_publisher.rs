@@ -247,7 +247,7 @@ impl CrlPublisher {
         authorities.sort();
         // One authority's failure (its folder cannot be written, say) does not keep the others'
         // CRLs from being published: each is tried, and the first failure reported after.
-        let mut failed: Option<anyhow::Error> = None;
+        let mut failures: Vec<anyhow::Error> = Vec::new();
         for authority in authorities {
             let (_, last) = last_published(store, authority).await?;
             if let Some(last) = &last
@@ -256,8 +256,7 @@ impl CrlPublisher {
                     .await
                     .with_context(|| format!("repairing the published {authority} CRL"))
             {
-                tracing::error!(authority = %authority, error = format!("{error:#}"), "a CRL could not be repaired");
-                failed.get_or_insert(error);
+                failures.push(error);
                 continue;
             }
             let due = match &last {
@@ -286,17 +285,19 @@ impl CrlPublisher {
                 {
                     Ok(Some(done)) => published.push(done),
                     Ok(None) => {}
-                    Err(error) => {
-                        tracing::error!(authority = %authority, error = format!("{error:#}"), "a CRL could not be published");
-                        failed.get_or_insert(error);
-                    }
+                    Err(error) => failures.push(error),
                 }
             }
         }
-        match failed {
-            Some(error) => Err(error),
-            None => Ok((published, wait)),
+        let mut failures = failures.into_iter();
+        let Some(first) = failures.next() else {
+            return Ok((published, wait));
+        };
+        // The first is returned (and logged or answered by the caller); the others are logged.
+        for other in failures {
+            tracing::error!(error = format!("{other:#}"), "a CRL step failed");
         }
+        Err(first)
     }
 
     fn ca(&self, authority: &str) -> anyhow::Result<&Ca> {
