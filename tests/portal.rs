@@ -301,3 +301,43 @@ async fn an_address_past_its_portal_limit_gets_a_page_saying_to_wait() {
     let (status, _, _) = phone.get(&unknown).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_qr_superseded_at_the_register_step_is_refused_there_and_at_the_ceremony() {
+    for db in both().await {
+        let server = Server::start(&db, 100).await;
+        let approval = server.issue("jma", "818181").await;
+        let serial = approval["second_certificate_serial"].as_str().unwrap();
+        let token = server.token(approval["qr_id"].as_str().unwrap());
+        let phone = Phone::new(&server);
+        let csrf = phone.to_register_step(&token, "19800401", "818181").await;
+
+        // Staff reissue the QR while the phone is at the register step.
+        let request = ok(server
+            .post("/reissue-requests")
+            .json(&serde_json::json!({
+                "certificate_serial": serial, "channel": "web_form", "reason": "lost"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let request_id = request["id"].as_str().unwrap();
+        ok(server
+            .post(&format!("/reissue-requests/{request_id}/approve"))
+            .send()
+            .await
+            .unwrap())
+        .await;
+
+        let (status, body) = phone.ceremony("start", &csrf, &serde_json::json!({})).await;
+        assert_eq!(status, 410, "{}: {body}", db.backend);
+        assert_eq!(body["error"]["code"], "qr_superseded", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("QR"),
+            "{body}"
+        );
+        let (status, _, page) = phone.get("/portal/register").await;
+        assert_eq!(status, 410);
+        assert!(page.contains("data-code=\"qr_superseded\""), "{page}");
+    }
+}

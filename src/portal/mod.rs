@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::api::lifecycle::RateLimit;
 use crate::config::{Authority, Config};
 use crate::office::Office;
-use crate::office::PasswordOutcome;
+use crate::office::{Landing, PasswordOutcome};
 use crate::problem::{OfficeError, Problem};
 use hpki_events::vocabulary::ReissueChannel;
 
@@ -615,9 +615,30 @@ async fn register_page(portal: web::Data<Portal>, req: HttpRequest) -> HttpRespo
     let lang = Lang::of(&req);
     let (_, session) = session_or_page!(portal, req);
     or_page!(portal.at_stage(&session, Stage::Register));
+    // A QR locked, superseded or revoked since the session began gets its own page here too.
     let registered = match portal.inner.office.landing(&session.token).await {
-        Ok(l) => l.device.is_some(),
-        Err(_) => false,
+        Ok(Landing {
+            refused: Some(problem),
+            ..
+        })
+        | Err(OfficeError::Problem(problem)) => {
+            let body = portal.qr_problem_page(lang, Some(&session.authority), &problem);
+            return html(&req, problem.status, body);
+        }
+        Ok(landing) => landing.device.is_some(),
+        Err(OfficeError::Internal(e)) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the register page could not read its QR"
+            );
+            return portal.problem_page(
+                lang,
+                Some(&session.authority),
+                500,
+                "network_error",
+                false,
+            );
+        }
     };
     let (lead, button, mode) = if registered {
         ("signin_lead", "signin_button", "sign-in")
@@ -663,6 +684,12 @@ fn ceremony_refused(
     )
 }
 
+/// A ceremony refused by the office: its status, code and message, for the page's script.
+fn ceremony_problem(lang: Lang, problem: &Problem) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(problem.status).unwrap_or(StatusCode::CONFLICT))
+        .json(json!({"error": {"code": problem.code, "message": lang.pick(&problem.message)}}))
+}
+
 /// Starts the WebAuthn ceremony: registration, or authentication when this QR already
 /// registered a phone. The challenge is kept in the session and answered at most once.
 async fn ceremony_start(portal: web::Data<Portal>, req: HttpRequest) -> HttpResponse {
@@ -672,10 +699,18 @@ async fn ceremony_start(portal: web::Data<Portal>, req: HttpRequest) -> HttpResp
     if session.stage != Stage::Register {
         return ceremony_refused(&portal, lang, 409, "wrong_step", "not at the register step");
     }
+    // The QR may have been locked, superseded or revoked since the session began: say which,
+    // as a landing would. A database that fails is logged and answered as the network's fault.
     let landing = match portal.inner.office.landing(&session.token).await {
-        Ok(l) => l,
-        Err(e) => {
-            return ceremony_refused(&portal, lang, 410, "wrong_step", &e.to_string());
+        Ok(Landing {
+            refused: Some(problem),
+            ..
+        })
+        | Err(OfficeError::Problem(problem)) => return ceremony_problem(lang, &problem),
+        Ok(landing) => landing,
+        Err(OfficeError::Internal(e)) => {
+            tracing::error!(error = format!("{e:#}"), "a ceremony could not read its QR");
+            return ceremony_refused(&portal, lang, 500, "network_error", "");
         }
     };
     let started = match &landing.device {
@@ -756,10 +791,7 @@ async fn ceremony_finish(
                         .update(&id, |s| s.stage = Stage::Label);
                     HttpResponse::Ok().json(json!({"next": "/portal/label"}))
                 }
-                Err(OfficeError::Problem(p)) => HttpResponse::build(
-                    StatusCode::from_u16(p.status).unwrap_or(StatusCode::CONFLICT),
-                )
-                .json(json!({"error": {"code": p.code, "message": lang.pick(&p.message)}})),
+                Err(OfficeError::Problem(p)) => ceremony_problem(lang, &p),
                 Err(OfficeError::Internal(e)) => {
                     tracing::error!(error = format!("{e:#}"), "recording a device failed");
                     ceremony_refused(&portal, lang, 500, "network_error", "")
@@ -838,7 +870,10 @@ async fn label(
         {
             let status = match &e {
                 OfficeError::Problem(p) => p.status,
-                OfficeError::Internal(_) => 500,
+                OfficeError::Internal(e) => {
+                    tracing::error!(error = format!("{e:#}"), "recording a phone's label failed");
+                    500
+                }
             };
             let body = portal.render(
                 "label.html",
