@@ -531,6 +531,17 @@ async fn the_proposer_cannot_approve_and_a_second_person_revokes_then_the_crl_pa
             .await
             .unwrap();
         assert_eq!(der.status(), 200);
+        // A number that is not one, and a form past the console's limit: the console's own
+        // pages in Japanese, not actix's plain text.
+        let page = approver.get("/console/crls/jma/abc").await;
+        assert_eq!(page.status, 404, "{}", page.body);
+        assert!(page.body.contains("<html lang=\"ja\">"), "{}", page.body);
+        let long = "x".repeat(70 * 1024);
+        let page = approver
+            .post("/console/crls/publish", &[("_csrf", &long)])
+            .await;
+        assert_eq!(page.status, 413, "{}", page.body);
+        assert!(page.body.contains("大きすぎます"), "{}", page.body);
         let bytes = der.bytes().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("crl.der"), &bytes).unwrap();

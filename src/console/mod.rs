@@ -12,8 +12,10 @@
 use std::sync::Arc;
 
 use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpRequest, HttpResponse, web};
 use hpki_events::vocabulary::Role;
 use serde_json::{Value, json};
@@ -552,6 +554,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, console: &Console) {
         web::scope("/console")
             .app_data(web::Data::new(console.clone()))
             .app_data(form)
+            .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, form_too_large))
             .route(
                 "",
                 web::get().to(|| async { see_other("/console/dashboard") }),
@@ -568,6 +571,24 @@ pub fn routes(cfg: &mut web::ServiceConfig, console: &Console) {
             .configure(jobs::routes)
             .default_service(web::to(not_found)),
     );
+}
+
+/// A form past [`FORM_MAX_BYTES`], which actix refuses before any handler runs: the console's
+/// page in the staff member's language rather than actix's plain text.
+fn form_too_large<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let Some(console) = res.request().app_data::<web::Data<Console>>().cloned() else {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    };
+    let problem = Problem::new(
+        413,
+        "too_large",
+        format!("送られた内容が大きすぎます（上限 {FORM_MAX_BYTES} バイト）"),
+        format!("what was sent is too large (at most {FORM_MAX_BYTES} bytes)"),
+    );
+    let page = console.problem(res.request(), None, &problem);
+    Ok(ErrorHandlerResponse::Response(
+        res.into_response(page).map_into_right_body(),
+    ))
 }
 
 async fn not_found(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {

@@ -763,10 +763,14 @@ async fn crls(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
 async fn crl_file(
     console: web::Data<Console>,
     req: HttpRequest,
-    path: web::Path<(String, u64)>,
+    path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let who = or_page!(console.reader(&req, &[]).await);
     let (authority, number) = path.into_inner();
+    // Read here rather than by the route, whose refusal would be actix's plain text.
+    let Ok(number) = number.parse::<u64>() else {
+        return console.problem(&req, Some(&who), &Problem::not_found("CRL", "CRL"));
+    };
     let Some(paths) = console.inner.processors.crl.paths(&authority) else {
         return console.problem(&req, Some(&who), &Problem::not_found("認証局", "authority"));
     };
