@@ -206,13 +206,25 @@ async fn an_application_goes_from_intake_to_certificates_and_a_qr() {
         )
         .await;
         assert_eq!(e["code"], "bad_query");
+        assert_eq!(e["field"], "limit", "{e}");
         assert!(
             e["message"]["en"]
                 .as_str()
                 .unwrap()
-                .contains("invalid digit"),
+                .contains("\"limit\" cannot be read: invalid digit"),
             "{e}"
         );
+        let e = error(
+            server
+                .post("/applications/import?good_rows=maybe")
+                .body("")
+                .send()
+                .await
+                .unwrap(),
+            400,
+        )
+        .await;
+        assert_eq!(e["field"], "good_rows", "{e}");
         let e = error(
             server.get("/print-batches/xyz/pdf").send().await.unwrap(),
             404,

@@ -330,7 +330,11 @@ async fn run_expiry(api: web::Data<Api>, who: Staff) -> Answer {
 /// `proposal:open`, `revoked:<authority>` and the rest (see `projections/src/lifecycle.rs`).
 #[utoipa::path(get, path = "/api/v1/lifecycle", tag = "lifecycle", params(ListQuery),
     responses((status = 200, body = Vec<Listed>)))]
-async fn list_lifecycle(api: web::Data<Api>, _who: Staff, query: web::Query<ListQuery>) -> Answer {
+async fn list_lifecycle(
+    api: web::Data<Api>,
+    _who: Staff,
+    query: super::Query<ListQuery>,
+) -> Answer {
     listed(&api, "lifecycle", &query).await
 }
 

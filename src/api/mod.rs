@@ -116,17 +116,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: &Api) {
             };
             ApiError(OfficeError::Problem(problem)).into()
         });
-    // A query string or a path segment that does not read (`?limit=ten`, a batch id that is
-    // not a UUID) answers in the API's problem format, as a body does, not actix's plain text.
-    let query = web::QueryConfig::default().error_handler(|error, _| {
-        let problem = Problem::new(
-            400,
-            "bad_query",
-            format!("クエリ文字列を読めません: {error}"),
-            format!("the query string cannot be read: {error}"),
-        );
-        ApiError(OfficeError::Problem(problem)).into()
-    });
+    // A path segment that does not read (a batch id that is not a UUID) answers in the API's
+    // problem format, as a body does, not actix's plain text; query strings: [`Query`].
     let path = web::PathConfig::default().error_handler(|error, _| {
         let problem = Problem::new(
             404,
@@ -139,7 +130,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: &Api) {
     outputs::distribution_points(cfg, api);
     cfg.app_data(json).service(
         web::scope("/api/v1")
-            .app_data(query)
             .app_data(path)
             .route("/openapi.json", web::get().to(openapi))
             .route("/applications", web::post().to(submit))
@@ -326,6 +316,50 @@ impl FromRequest for Staff {
     }
 }
 
+/// A query string read into `T`. Unlike actix's `web::Query`, whose refusal gives
+/// serde_urlencoded's message alone ("invalid digit found in string"), a refusal here names the
+/// parameter (`field`) and answers in the problem format (400 `bad_query`).
+pub struct Query<T>(pub T);
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = futures::future::Ready<Result<Query<T>, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let pairs = form_urlencoded::parse(req.query_string().as_bytes());
+        let read = serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs));
+        futures::future::ready(read.map(Query).map_err(|e| {
+            let field = e.path().to_string();
+            let why = e.into_inner();
+            let problem = if field == "." {
+                Problem::new(
+                    400,
+                    "bad_query",
+                    format!("クエリ文字列を読めません: {why}"),
+                    format!("the query string cannot be read: {why}"),
+                )
+            } else {
+                Problem::new(
+                    400,
+                    "bad_query",
+                    format!("クエリの「{field}」を読めません: {why}"),
+                    format!("the query parameter {field:?} cannot be read: {why}"),
+                )
+                .field(&field)
+            };
+            ApiError(OfficeError::Problem(problem))
+        }))
+    }
+}
+
 /// The bearer token a request carries (`Authorization: Bearer ...`).
 pub(super) fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
@@ -488,11 +522,7 @@ async fn fresh(api: &Api, projection: &str) -> Result<(), ApiError> {
 /// Applications on a work list, oldest first.
 #[utoipa::path(get, path = "/api/v1/applications", tag = "applications", params(ListQuery),
     responses((status = 200, body = Vec<Listed>)))]
-async fn list_applications(
-    api: web::Data<Api>,
-    _who: Staff,
-    query: web::Query<ListQuery>,
-) -> Answer {
+async fn list_applications(api: web::Data<Api>, _who: Staff, query: Query<ListQuery>) -> Answer {
     listed(&api, "applications", &query).await
 }
 
@@ -514,7 +544,7 @@ async fn import(
     api: web::Data<Api>,
     who: Staff,
     req: HttpRequest,
-    query: web::Query<ImportQuery>,
+    query: Query<ImportQuery>,
     payload: web::Payload,
 ) -> Answer {
     who.must_be(Role::Officer)?;
@@ -883,7 +913,7 @@ async fn certificate(
 /// QRs by list: `to_print` (issued, waiting for a print batch), `email`, `screen`.
 #[utoipa::path(get, path = "/api/v1/qrs", tag = "certificates", params(ListQuery),
     responses((status = 200, body = Vec<Listed>)))]
-async fn list_qrs(api: web::Data<Api>, _who: Staff, query: web::Query<ListQuery>) -> Answer {
+async fn list_qrs(api: web::Data<Api>, _who: Staff, query: Query<ListQuery>) -> Answer {
     listed(&api, "qrs", &query).await
 }
 

@@ -104,7 +104,7 @@ async fn send_mail(api: web::Data<Api>, who: Staff) -> Answer {
 /// The outbox: `mail:pending`, `mail:sent`, `mail:failed`.
 #[utoipa::path(get, path = "/api/v1/mail", tag = "outputs", params(ListQuery),
     responses((status = 200, body = Vec<Listed>)))]
-async fn list_mail(api: web::Data<Api>, _who: Staff, query: web::Query<ListQuery>) -> Answer {
+async fn list_mail(api: web::Data<Api>, _who: Staff, query: super::Query<ListQuery>) -> Answer {
     listed(&api, "outbox", &query).await
 }
 
