@@ -511,3 +511,69 @@ async fn the_schedule_batches_each_waiting_qr_at_its_next_time() {
         assert_eq!(scheduled().await.len(), 1, "{}", db.backend);
     }
 }
+
+/// Files a crash left between a batch's files and its event (no event names them) are removed
+/// when the next batch is made, once an hour old; younger ones, and a recorded batch's however
+/// old, are left.
+#[tokio::test]
+async fn print_files_no_batch_names_are_removed_an_hour_after_they_were_written() {
+    for db in both().await {
+        let server = start(&db).await;
+        apply(&server, "jma", "720001", "医師 一郎").await;
+        let batch: Value = ok(server
+            .post("/print-batches")
+            .json(&json!({"authority": "jma"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let dir = server.config.print_dir().join("jma");
+        let recorded = batch["batch_id"].as_str().unwrap().to_owned();
+        let orphan = uuid::Uuid::now_v7();
+        let young = uuid::Uuid::now_v7();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let mut aged = vec![
+            format!("{recorded}.pdf"),
+            format!("{recorded}.csv"),
+            format!("{orphan}.pdf"),
+            format!("{orphan}.csv"),
+            format!(".{orphan}.pdf.0123abcd.tmp"),
+            "notes.txt".to_owned(),
+        ];
+        for name in &aged[2..] {
+            std::fs::write(dir.join(name), b"orphan").unwrap();
+        }
+        std::fs::write(dir.join(format!("{young}.pdf")), b"young").unwrap();
+        for name in &aged {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.join(name))
+                .unwrap();
+            file.set_modified(two_hours_ago).unwrap();
+        }
+
+        apply(&server, "jma", "720002", "医師 二郎").await;
+        let second: Value = ok(server
+            .post("/print-batches")
+            .json(&json!({"authority": "jma"}))
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let second = second["batch_id"].as_str().unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        aged.truncate(2);
+        aged.extend([
+            format!("{second}.pdf"),
+            format!("{second}.csv"),
+            format!("{young}.pdf"),
+            "notes.txt".to_owned(),
+        ]);
+        aged.sort();
+        assert_eq!(left, aged, "{}", db.backend);
+    }
+}

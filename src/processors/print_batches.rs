@@ -30,6 +30,9 @@ use crate::office::state::QrStatus;
 use crate::problem::{OfficeError, Problem};
 use crate::store::{AppendError, ExpectedVersion, StreamAppend};
 
+/// How old a print file no batch names must be before it is removed (`sweep_orphans`).
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+
 pub fn print_stream(authority: &str) -> String {
     format!("print-{authority}")
 }
@@ -232,6 +235,7 @@ impl PrintBatches {
         let (house_name, house) = self.mail_house_of(authority)?;
         let store = self.office.store();
         let before = self.batches(authority).await?;
+        self.sweep_orphans(authority, &before);
         crate::projection_runner::catch_up(store, &hpki_projections::PrintQueue).await?;
         let waiting = store
             .docs(
@@ -371,6 +375,45 @@ impl PrintBatches {
                 }
                 Err(OfficeError::Internal(e.into()))
             }
+        }
+    }
+
+    /// Removes the files of batches the log does not name, an hour or more after they were
+    /// written: a crash between a batch's files and its event leaves them, and they hold live
+    /// registration URLs. Younger files are left, as another instance may be about to record
+    /// their batch; the hour is the files' own time on disk, which the injected clock does not
+    /// move. A file that cannot be removed is left for the next batch to try again.
+    fn sweep_orphans(&self, authority: &str, recorded: &Batches) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(authority)) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let ours = match name.rsplit_once('.') {
+                // A temporary file of write_atomically: `.<file>.<random>.tmp`.
+                Some((_, "tmp")) => name.starts_with('.'),
+                Some((stem, "pdf" | "csv")) => {
+                    Uuid::parse_str(stem).is_ok_and(|batch| !recorded.created.contains_key(&batch))
+                }
+                _ => false,
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() >= ORPHAN_AGE);
+            if ours && old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::warn!(
+                authority,
+                removed,
+                "removed print files no batch in the log names"
+            );
         }
     }
 
