@@ -519,16 +519,19 @@ async fn the_schedule_batches_each_waiting_qr_at_its_next_time() {
 async fn print_files_no_batch_names_are_removed_an_hour_after_they_were_written() {
     for db in both().await {
         let server = start(&db).await;
+        let make_batch = || async {
+            let batch = ok(server
+                .post("/print-batches")
+                .json(&json!({"authority": "jma"}))
+                .send()
+                .await
+                .unwrap())
+            .await;
+            batch["batch_id"].as_str().unwrap().to_owned()
+        };
         apply(&server, "jma", "720001", "医師 一郎").await;
-        let batch: Value = ok(server
-            .post("/print-batches")
-            .json(&json!({"authority": "jma"}))
-            .send()
-            .await
-            .unwrap())
-        .await;
+        let recorded = make_batch().await;
         let dir = server.config.print_dir().join("jma");
-        let recorded = batch["batch_id"].as_str().unwrap().to_owned();
         let orphan = uuid::Uuid::now_v7();
         let young = uuid::Uuid::now_v7();
         let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
@@ -553,14 +556,7 @@ async fn print_files_no_batch_names_are_removed_an_hour_after_they_were_written(
         }
 
         apply(&server, "jma", "720002", "医師 二郎").await;
-        let second: Value = ok(server
-            .post("/print-batches")
-            .json(&json!({"authority": "jma"}))
-            .send()
-            .await
-            .unwrap())
-        .await;
-        let second = second["batch_id"].as_str().unwrap();
+        let second = make_batch().await;
         let mut left: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
