@@ -6,6 +6,7 @@
 //! Waiting is WebDriver's own implicit wait (an element is looked for until it appears), never
 //! a sleep.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,86 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // Ending the session has chromedriver quit Chromium and remove its profile folder;
+        // killing chromedriver alone left Chromium running after the tests. Drop cannot await,
+        // so the request goes from a thread of its own.
+        let session = self.session.clone();
+        let _ = std::thread::spawn(move || end_session(&session)).join();
+        // chromedriver answers before Chromium has finished exiting (and removing its profile
+        // folder): wait up to five seconds for the group to hold chromedriver alone.
+        let group = self.driver.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while others_in_group(group) > 0 && Instant::now() < deadline {
+            // Polling for processes to exit, not timing anything.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Then whatever is left of chromedriver's process group, Chromium's processes with it
+        // (a test that panicked mid-way, a session that would not end).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status();
         let _ = self.driver.wait();
+    }
+}
+
+/// How many processes other than `group`'s leader are in that process group, from /proc.
+fn others_in_group(group: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != group)
+        .filter(|pid| {
+            // The fifth field of /proc/PID/stat is the process group; the second, the
+            // command's name in parentheses, may hold spaces, so fields are counted after it.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let fields = stat.rsplit_once(')')?.1;
+                    fields.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(group)
+        })
+        .count()
+}
+
+/// `DELETE` on a WebDriver session URL (`http://127.0.0.1:PORT/session/ID`), waiting up to
+/// ten seconds for the answer, which chromedriver gives once Chromium has quit. Plain HTTP/1.1
+/// over a socket, by hand: reqwest's blocking client is not among the dependencies, and the
+/// tests' async client cannot be awaited in Drop.
+fn end_session(url: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let not_http = || std::io::Error::other(format!("not an http URL: {url}"));
+    let rest = url.strip_prefix("http://").ok_or_else(not_http)?;
+    let (host, path) = rest.split_once('/').ok_or_else(not_http)?;
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    // chromedriver keeps the connection open after answering: read up to the answer's end.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            return Ok(());
+        }
+        answer.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -50,6 +129,8 @@ impl Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            // A process group of its own, which Chromium's processes join: see Drop.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
