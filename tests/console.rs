@@ -815,6 +815,25 @@ async fn long_operations_run_in_the_background_with_a_progress_page() {
             .await
             .unwrap();
         assert_eq!(started.status(), 303, "{}", db.backend);
+        // An upload's field past its limit keeps the upload's own page and limit.
+        let long = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{}\r\n--{boundary}--\r\n",
+            "x".repeat(5000)
+        );
+        let refused = officer
+            .client
+            .post(format!("{}/console/applications/import", officer.origin))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(long)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 413);
+        let page = refused.text().await.unwrap();
+        assert!(page.contains("上限4096バイト"), "{page}");
         let job = started.headers()["location"].to_str().unwrap().to_owned();
         assert!(job.starts_with("/console/jobs/"));
         let done = finished(officer, &job).await;

@@ -575,8 +575,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, console: &Console) {
 
 /// A form past [`FORM_MAX_BYTES`], which actix refuses before any handler runs: the console's
 /// page in the staff member's language rather than actix's plain text.
+/// A 413 a handler answered itself (an upload's, with its own limit) carries no actix error
+/// and is left as it is.
 fn form_too_large<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let Some(console) = res.request().app_data::<web::Data<Console>>().cloned() else {
+    let console = res.request().app_data::<web::Data<Console>>().cloned();
+    let Some(console) = console.filter(|_| res.response().error().is_some()) else {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     };
     let problem = Problem::new(
