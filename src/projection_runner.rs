@@ -267,6 +267,11 @@ pub async fn rebuild(
     let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
     let path = scratch.path().join("rebuild.db");
     let spill = creating(store.rebuild_spill(&path).await, &path)?;
+    // The disk's work for earlier commits done while the cores fold, not after.
+    let checkpoint = tokio::spawn({
+        let store = store.clone();
+        async move { store.checkpoint_wal().await }
+    });
     let last = match fold(store, &projections, &spill, None, progress).await {
         Ok(last) => last,
         Err(error) => {
@@ -275,6 +280,10 @@ pub async fn rebuild(
         }
     };
     spill.finish().await?;
+    checkpoint
+        .await
+        .context("the WAL checkpoint's task")?
+        .context("checkpointing the WAL before the install")?;
     let position = last.map_or(0, |event| event.position);
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     store.replace_projections(&path, &names, position).await?;

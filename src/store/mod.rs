@@ -1068,6 +1068,20 @@ impl Store {
         Spill::create(path, list_index).await
     }
 
+    /// SQLite: copies into the database file the pages that commits left in the WAL (a passive
+    /// checkpoint, which waits for no reader or writer). Run by a rebuild while it folds, so
+    /// that the install's large transaction starts the WAL afresh and its commit checkpoints
+    /// its own pages only, not those of the appends before it as well (BENCHMARKS.md, session
+    /// 23). Nothing to do on PostgreSQL.
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        if let Db::Sqlite(db) = &self.db {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&db.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Replaces the documents of each of `names` with those of a finished spill
     /// ([`Store::rebuild_spill`]) and moves its checkpoint to `position`: one transaction per
     /// projection, so each read model switches from old to new at once.
