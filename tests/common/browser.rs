@@ -19,6 +19,10 @@ pub struct Browser {
     driver: Child,
     http: reqwest::Client,
     session: String,
+    /// chromedriver's and Chromium's `TMPDIR`: Chromium leaves a folder of its own there (its
+    /// singleton socket) even when it quits cleanly. Removed when the browser is dropped,
+    /// after the processes (a field drops after `Drop::drop` has run).
+    _tmp: tempfile::TempDir,
 }
 
 impl Drop for Browser {
@@ -127,8 +131,10 @@ impl Browser {
 
     async fn start_sized(width: u32, height: u32, phone: bool) -> Browser {
         let port = free_port();
+        let tmp = tempfile::tempdir().expect("a temporary folder for Chromium");
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             // A process group of its own, which Chromium's processes join: see Drop.
             .process_group(0)
             .stdout(Stdio::null())
@@ -178,6 +184,7 @@ impl Browser {
             driver,
             http,
             session: format!("{base}/session/{session}"),
+            _tmp: tmp,
         };
         browser
             .call("POST", "/timeouts", json!({"implicit": 10_000}))
