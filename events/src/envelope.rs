@@ -380,7 +380,7 @@ impl RecordedEvent {
     /// Decodes stored bytes, upcasting the payload to the current type.
     pub fn decode(bytes: &[u8], hash: ChainHash) -> Result<RecordedEvent, DecodeError> {
         // Checked as UTF-8 once, so that neither part is checked again as it is parsed.
-        let cut = std::str::from_utf8(bytes).ok().and_then(cut_payload);
+        let cut = simdutf8::basic::from_utf8(bytes).ok().and_then(cut_payload);
         if let Some((envelope, payload)) = cut {
             // Decoded in two parts, the event is right whenever both parts decode: the
             // envelope's fields are all numbers, strings and nulls, so an envelope that parses
