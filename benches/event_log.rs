@@ -321,6 +321,8 @@ async fn verify(backend: &str, store: &Store, clock: &SharedClock) {
     let started = Instant::now();
     let summary = audit::verify(store, &key.public(), &|_| {}).await.unwrap();
     let secs = started.elapsed().as_secs_f64();
+    // The audit key generated for this run is not left in the temporary folder.
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "{backend}: audit verify {} events: {secs:.2} s = {:.0} events/s",
         summary.events,
