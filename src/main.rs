@@ -516,7 +516,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             if demo && seed_demo(&config, clock.clone(), 300).await?.is_some() {
                 eprintln!("hpki: the database was empty; seeded the demo data set");
             }
-            let running = serve::start(&config, clock).await?;
+            let mut running = serve::start(&config, clock).await?;
             let listen = &config.server.listen;
             let host = listen
                 .rsplit_once(':')
@@ -525,7 +525,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 "hpki: serving on http://{host}:{} (Ctrl-C stops)",
                 running.port
             );
-            running.done.await??;
+            (&mut running.done).await??;
         }
         Command::Import(ImportCommand::Applications {
             file,

@@ -121,6 +121,18 @@ pub struct Running {
     pub store: Store,
     pub server: actix_web::dev::ServerHandle,
     pub done: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The background work (projections, processors, schedules), stopped when this is
+    /// dropped: a back office dropped in a test does not go on writing (CRLs into a folder
+    /// already removed, say) while the next one runs.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Running> {
@@ -141,32 +153,38 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
     let office = office(config, store.clone(), clock.clone()).await?;
-    tokio::spawn(fill_key_pool(office.clone(), config.keys.pool_size));
-    tokio::spawn(run_expiry(office.clone(), clock.clone(), expiry));
+    let mut tasks = vec![
+        tokio::spawn(fill_key_pool(office.clone(), config.keys.pool_size)).abort_handle(),
+        tokio::spawn(run_expiry(office.clone(), clock.clone(), expiry)).abort_handle(),
+    ];
 
     let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
-    tokio::spawn(projection_runner::follow(
-        store.clone(),
-        hpki_projections::all(),
-        poll,
-    ));
-    tokio::spawn(follow_settings(
-        office.clone(),
-        poll.max(Duration::from_secs(1)),
-    ));
-    tokio::spawn(sign_checkpoints(
-        store.clone(),
-        key.clone(),
-        clock.clone(),
-        schedule,
-    ));
+    for task in [
+        tokio::spawn(projection_runner::follow(
+            store.clone(),
+            hpki_projections::all(),
+            poll,
+        )),
+        tokio::spawn(follow_settings(
+            office.clone(),
+            poll.max(Duration::from_secs(1)),
+        )),
+        tokio::spawn(sign_checkpoints(
+            store.clone(),
+            key.clone(),
+            clock.clone(),
+            schedule,
+        )),
+    ] {
+        tasks.push(task.abort_handle());
+    }
 
     let state = AppState {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
     };
     let processors = crate::processors::Processors::new(&office, config)?;
-    processors.spawn(&store, config);
+    tasks.extend(processors.spawn(&store, config));
     let directory = crate::staff::Directory::new(store.clone(), clock.clone(), config)?;
     directory.provision(config).await?;
     let setup_link = directory.first_start().await?.map(|link| link.url);
@@ -199,6 +217,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         store,
         server: handle,
         done: tokio::spawn(server),
+        tasks,
     })
 }
 

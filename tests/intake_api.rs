@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 struct Server {
     base: String,
     client: Client,
-    dir: tempfile::TempDir,
+    /// Before `dir`: see `common::server::Server`.
     running: hpki_backoffice::serve::Running,
+    dir: tempfile::TempDir,
 }
 
 impl Server {

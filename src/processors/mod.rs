@@ -195,11 +195,16 @@ impl Processors {
         })
     }
 
-    /// Starts the processors the configuration runs in the background.
-    pub fn spawn(&self, store: &Store, config: &crate::config::Config) {
+    /// Starts the processors the configuration runs in the background; their tasks' handles.
+    pub fn spawn(
+        &self,
+        store: &Store,
+        config: &crate::config::Config,
+    ) -> Vec<tokio::task::AbortHandle> {
+        let mut tasks = Vec::new();
         if config.mail.background {
             let outbox = self.outbox.clone();
-            tokio::spawn(run(
+            let task = tokio::spawn(run(
                 store.clone(),
                 "outbox",
                 Duration::from_secs(5),
@@ -209,18 +214,20 @@ impl Processors {
                     async move { Ok(outbox.step().await?.1) }
                 },
             ));
+            tasks.push(task.abort_handle());
         }
         if config.crl.background {
             let crl = self.crl.clone();
             let poll = Duration::from_secs(config.crl.poll_seconds.max(1));
-            tokio::spawn(run(store.clone(), "crl", poll, Wake::OnAppend, move || {
+            let task = tokio::spawn(run(store.clone(), "crl", poll, Wake::OnAppend, move || {
                 let crl = crl.clone();
                 async move { Ok(crl.step().await?.1) }
             }));
+            tasks.push(task.abort_handle());
         }
         if config.print.background && self.print.scheduled() {
             let print = self.print.clone();
-            tokio::spawn(run(
+            let task = tokio::spawn(run(
                 store.clone(),
                 "print",
                 Duration::from_secs(60),
@@ -230,7 +237,9 @@ impl Processors {
                     async move { Ok(print.step().await?.1) }
                 },
             ));
+            tasks.push(task.abort_handle());
         }
+        tasks
     }
 }
 

@@ -16,9 +16,11 @@ pub const PROPOSER_TOKEN: &str = "proposer-approver-token-for-tests-0003";
 pub struct Server {
     pub base: String,
     pub client: Client,
+    /// Before `dir`: fields drop in order, and the back office's background work stops when
+    /// `running` drops, so nothing is written into the folder after it is removed.
+    pub running: hpki_backoffice::serve::Running,
     pub dir: tempfile::TempDir,
     pub clock: Arc<ManualClock>,
-    pub running: hpki_backoffice::serve::Running,
     /// The configuration it was started with.
     pub config: Config,
 }
