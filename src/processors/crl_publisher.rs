@@ -249,7 +249,7 @@ impl CrlPublisher {
         // CRLs from being published: each is tried, and the first failure reported after.
         let mut failures: Vec<anyhow::Error> = Vec::new();
         for authority in authorities {
-            let (_, last) = last_published(store, authority).await?;
+            let (version, last) = last_published(store, authority).await?;
             if let Some(last) = &last
                 && let Err(error) = self
                     .repair(&revocations, authority, last)
@@ -279,7 +279,7 @@ impl CrlPublisher {
             };
             if due {
                 match self
-                    .publish(&revocations, authority, now)
+                    .publish(&revocations, authority, now, version, last.as_ref())
                     .await
                     .with_context(|| format!("publishing the {authority} CRL"))
                 {
@@ -306,16 +306,19 @@ impl CrlPublisher {
             .with_context(|| format!("there is no CA for the authority {authority:?}"))
     }
 
-    /// Makes the next CRL of `authority` as of the fold, records it, then writes it.
+    /// Makes the CRL after `last` (recorded at the stream's `version`) of `authority` as of the
+    /// fold, records it, then writes it. `None`, nothing written, when another instance
+    /// recorded a CRL since `version` was read.
     async fn publish(
         &self,
         revocations: &Revocations,
         authority: &str,
         now: OffsetDateTime,
+        version: i64,
+        last: Option<&CrlPublished>,
     ) -> anyhow::Result<Option<Published>> {
         let store = self.office.store();
-        let (version, last) = last_published(store, authority).await?;
-        let number = last.as_ref().map_or(1, |l| l.number + 1);
+        let number = last.map_or(1, |l| l.number + 1);
         let this_update = now.replace_nanosecond(0).expect("zero is valid");
         let next_update = this_update + self.next_update;
         let mut entries = revocations.entries(authority, this_update)?;
@@ -468,4 +471,64 @@ pub async fn reproduce(
     };
     let der = crate::crl::build(ca, &spec, &mut entries)?;
     Ok((der, published.sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{ManualClock, SharedClock};
+
+    /// Two instances that read the same last CRL each make the next one: the one recorded
+    /// second is refused by the stream's version and writes no file. The lease keeps this from
+    /// happening in `step`; this reaches the path behind it.
+    #[tokio::test]
+    async fn a_crl_number_recorded_first_elsewhere_is_neither_recorded_nor_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database_url = format!("sqlite://{}", dir.path().join("hpki.db").display());
+        config.data_dir = dir.path().to_owned();
+        config.audit.key_file = dir.path().join("keys/audit.pem");
+        config.keys.kek_file = dir.path().join("keys/kek.hex");
+        config.keys.qr_secret_file = dir.path().join("keys/qr-secret.hex");
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let clock: SharedClock = ManualClock::new(now);
+        let store = Store::open(&config.database_url, clock.clone())
+            .await
+            .unwrap();
+        let office = crate::serve::office(&config, store.clone(), clock)
+            .await
+            .unwrap();
+        let first = CrlPublisher::new(office.clone(), &config).unwrap();
+        let second = CrlPublisher::new(office, &config).unwrap();
+        let mut revocations = Revocations::default();
+        let head = store.head().await.unwrap().position;
+        revocations.advance(&store, head).await.unwrap();
+
+        let (version, last) = last_published(&store, "jma").await.unwrap();
+        assert_eq!((version, &last), (0, &None));
+        let published = first
+            .publish(&revocations, "jma", now, version, None)
+            .await
+            .unwrap()
+            .expect("the first is recorded");
+        assert_eq!(published.number, 1);
+        // A second later, so that its CRL differs from the first one in its bytes.
+        let later = now + time::Duration::seconds(1);
+        let refused = second
+            .publish(&revocations, "jma", later, version, None)
+            .await
+            .unwrap();
+        assert!(refused.is_none(), "the second is refused: {refused:?}");
+
+        let (version, last) = last_published(&store, "jma").await.unwrap();
+        assert_eq!(version, 1, "one CRL recorded");
+        assert_eq!(last.unwrap().sha256, published.sha256);
+        let paths = first.paths("jma").unwrap();
+        let file = std::fs::read(&paths.der).unwrap();
+        assert_eq!(
+            super::super::sha256_hex(&file),
+            published.sha256,
+            "the file is the first's"
+        );
+    }
 }
