@@ -1072,9 +1072,12 @@ impl Store {
     /// checkpoint, which waits for no reader or writer). Run by a rebuild while it folds, so
     /// that the install's large transaction starts the WAL afresh and its commit checkpoints
     /// its own pages only, not those of the appends before it as well (BENCHMARKS.md, session
-    /// 23). Nothing to do on PostgreSQL.
+    /// 23). Nothing to do on PostgreSQL, nor on an in-memory SQLite database (no WAL; its
+    /// shared cache answers "table is locked" while the fold reads).
     pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
-        if let Db::Sqlite(db) = &self.db {
+        if let Db::Sqlite(db) = &self.db
+            && db.file().is_some()
+        {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&db.pool)
                 .await?;
