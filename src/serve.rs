@@ -153,31 +153,29 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let store = open_store(config, clock.clone()).await?;
     let key = audit_key(config)?;
     let office = office(config, store.clone(), clock.clone()).await?;
+    let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
     let mut tasks = vec![
         tokio::spawn(fill_key_pool(office.clone(), config.keys.pool_size)).abort_handle(),
         tokio::spawn(run_expiry(office.clone(), clock.clone(), expiry)).abort_handle(),
-    ];
-
-    let poll = Duration::from_millis(config.projections.poll_interval_ms.max(10));
-    for task in [
         tokio::spawn(projection_runner::follow(
             store.clone(),
             hpki_projections::all(),
             poll,
-        )),
+        ))
+        .abort_handle(),
         tokio::spawn(follow_settings(
             office.clone(),
             poll.max(Duration::from_secs(1)),
-        )),
+        ))
+        .abort_handle(),
         tokio::spawn(sign_checkpoints(
             store.clone(),
             key.clone(),
             clock.clone(),
             schedule,
-        )),
-    ] {
-        tasks.push(task.abort_handle());
-    }
+        ))
+        .abort_handle(),
+    ];
 
     let state = AppState {
         store: store.clone(),

@@ -803,34 +803,25 @@ async fn long_operations_run_in_the_background_with_a_progress_page() {
             "--{boundary}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{csrf}\r\n\
              --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
         );
-        let started = officer
-            .client
-            .post(format!("{}/console/applications/import", officer.origin))
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let upload = |body: String| {
+            officer
+                .client
+                .post(format!("{}/console/applications/import", officer.origin))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body)
+                .send()
+        };
+        let started = upload(body).await.unwrap();
         assert_eq!(started.status(), 303, "{}", db.backend);
         // An upload's field past its limit keeps the upload's own page and limit.
         let long = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{}\r\n--{boundary}--\r\n",
             "x".repeat(5000)
         );
-        let refused = officer
-            .client
-            .post(format!("{}/console/applications/import", officer.origin))
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(long)
-            .send()
-            .await
-            .unwrap();
+        let refused = upload(long).await.unwrap();
         assert_eq!(refused.status(), 413);
         let page = refused.text().await.unwrap();
         assert!(page.contains("上限4096バイト"), "{page}");
