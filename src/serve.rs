@@ -127,11 +127,17 @@ pub struct Running {
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
+/// Dropped, a back office stops whole: its background work is aborted and its HTTP server told
+/// to stop at once (not gracefully), so that a dropped one no longer answers on its port.
+/// `done` resolves once the server has stopped.
 impl Drop for Running {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
+        // `stop` sends the command when called; the future it returns only waits for the
+        // server to finish, which a `Drop` cannot do. A server already stopped ignores it.
+        drop(self.server.stop(false));
     }
 }
 

@@ -249,7 +249,7 @@ async fn serve_answers_health_readiness_and_metrics() {
         // Only the seeded events are counted: no mail or CRL processor appends meanwhile.
         config.mail.background = false;
         config.crl.background = false;
-        let running = hpki_backoffice::serve::start(&config, clock())
+        let mut running = hpki_backoffice::serve::start(&config, clock())
             .await
             .unwrap();
         let base = format!("http://127.0.0.1:{}", running.port);
@@ -324,7 +324,22 @@ async fn serve_answers_health_readiness_and_metrics() {
             .unwrap();
         assert_eq!(front.status(), 303, "{}", db.backend);
         assert_eq!(front.headers()["location"], "/console/", "{}", db.backend);
-        running.server.stop(true).await;
+
+        // Dropped, the back office stops serving, not only its background work.
+        let port = running.port;
+        let done = std::mem::replace(&mut running.done, tokio::spawn(async { Ok(()) }));
+        drop(running);
+        tokio::time::timeout(std::time::Duration::from_secs(60), done)
+            .await
+            .unwrap_or_else(|_| panic!("{}: the dropped server never stopped", db.backend))
+            .unwrap()
+            .unwrap();
+        let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+        assert!(
+            refused.is_err(),
+            "{}: still answering on {port}",
+            db.backend
+        );
     }
 }
 
