@@ -57,6 +57,30 @@ fn help_explains_every_command() {
     );
 }
 
+#[test]
+fn a_log_written_into_a_pipe_is_plain_text() {
+    // Without NO_COLOR (which `hpki` sets): colours follow whether stderr is a terminal, and the
+    // pipe that `output` makes is not one.
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("plain.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_hpki"))
+        .args(["--database", &db, "audit", "checkpoint"])
+        .current_dir(dir.path())
+        .env_remove("HPKI_DATABASE_URL")
+        .env_remove("HPKI_CONFIG")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The first checkpoint generates the audit key and says where it put it.
+    assert!(
+        log.contains("GENERATED A NEW AUDIT KEY") && log.contains("path=var/keys/audit-"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "escape codes in {log:?}");
+}
+
 #[tokio::test]
 async fn verify_exits_0_on_a_clean_log_and_2_naming_the_position_after_an_edit() {
     for db in both().await {
