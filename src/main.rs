@@ -500,12 +500,15 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    // Colours only for a person at a terminal: a log sent to a file or a collector gets plain
-    // text, without escape codes between a field's name and its value.
-    let builder = tracing_subscriber::fmt()
+    let mut builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a log sent to a file or a collector gets plain
+    // text, without escape codes between a field's name and its value. Only turned off here,
+    // never on: `with_ansi(true)` would override the subscriber's own NO_COLOR check.
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        builder = builder.with_ansi(false);
+    }
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -59,18 +59,12 @@ fn help_explains_every_command() {
 
 #[test]
 fn a_log_written_into_a_pipe_is_plain_text() {
-    // Without NO_COLOR (which `hpki` sets): colours follow whether stderr is a terminal, and the
-    // pipe that `output` makes is not one.
+    // NO_COLOR empty (`hpki` sets it to 1), which allows colours: they follow whether stderr is
+    // a terminal, and the pipe that `output` makes is not one.
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("plain.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_hpki"))
-        .args(["--database", &db, "audit", "checkpoint"])
-        .current_dir(dir.path())
-        .env_remove("HPKI_DATABASE_URL")
-        .env_remove("HPKI_CONFIG")
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap();
+    let args = ["--database", &db, "audit", "checkpoint"];
+    let out = hpki_with_env(dir.path(), &args, &[("NO_COLOR", "")]);
     assert!(out.status.success(), "{}", text(&out));
     let log = String::from_utf8_lossy(&out.stderr);
     // The first checkpoint generates the audit key and says where it put it.
