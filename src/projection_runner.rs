@@ -13,7 +13,7 @@ use hpki_events::RecordedEvent;
 use hpki_projections::{Body, Change, Doc, Projection};
 use time::OffsetDateTime;
 
-use crate::store::{Spill, SqliteStore, Store, StoreError};
+use crate::store::{Spill, Store, StoreError, read_model_file};
 
 /// Events read per transaction when following the log.
 const BATCH: i64 = 1_000;
@@ -99,7 +99,7 @@ pub async fn status(store: &Store) -> anyhow::Result<Vec<Status>> {
 const FOLD_CACHE_DOCS: usize = 100_000;
 
 /// Every projection's documents while the log is folded: a bounded cache in front of a SQLite
-/// `read_models` table (the replay's own file, or a scratch file for a rebuild). When the cache
+/// `read_models` table (a replay's file, a rebuild's new read-model file or its scratch file). When the cache
 /// is full, the documents not used again since they came in (or since the last time it was
 /// full) are handed to the spill's writer thread, which writes them while the fold goes on; the
 /// ones in use stay, so a document every few events touch (a stream's row) is written once,
@@ -246,9 +246,13 @@ fn creating<T>(spill: Result<T, StoreError>, path: &Path) -> anyhow::Result<T> {
     spill.with_context(|| format!("creating {}", path.display()))
 }
 
-/// Rebuilds projections from position 0 and swaps their documents in, all in one transaction.
-/// The fold is written to a scratch SQLite file in the system's temporary folder first
-/// (`TMPDIR`), then streamed into the store.
+/// Rebuilds projections from position 0 and swaps their documents in, all at once.
+///
+/// A rebuild of every projection on a SQLite file store folds the log into a new read-model
+/// file and makes it the current one (`store::read_model_file`): nothing is copied. Otherwise
+/// (one projection, PostgreSQL, an in-memory store) the fold is written to a scratch SQLite
+/// file in the system's temporary folder (`TMPDIR`), then copied into the store in one
+/// transaction.
 pub async fn rebuild(
     store: &Store,
     only: Option<&str>,
@@ -266,14 +270,29 @@ pub async fn rebuild(
             known.join(", ")
         );
     }
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    let swap = match only {
+        None => store.read_models_swap()?,
+        Some(_) => None,
+    };
+    if let Some(swap) = swap {
+        let spill = creating(Spill::create_read_models(swap.path()).await, swap.path())?;
+        // Dropped on failure, the swap removes its file; the current one is left as it was.
+        let last = match fold(store, &projections, &spill, None, progress).await {
+            Ok(last) => last,
+            Err(error) => {
+                spill.abandon().await;
+                return Err(error);
+            }
+        };
+        spill.finish().await?;
+        let position = last.map_or(0, |event| event.position);
+        store.install_read_models(swap, &names, position).await?;
+        return Ok(names.into_iter().map(|name| (name, position)).collect());
+    }
     let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
     let path = scratch.path().join("rebuild.db");
     let spill = creating(store.rebuild_spill(&path).await, &path)?;
-    // The disk's work for earlier commits done while the cores fold, not after.
-    let checkpoint = tokio::spawn({
-        let store = store.clone();
-        async move { store.checkpoint_wal().await }
-    });
     let last = match fold(store, &projections, &spill, None, progress).await {
         Ok(last) => last,
         Err(error) => {
@@ -282,15 +301,7 @@ pub async fn rebuild(
         }
     };
     spill.finish().await?;
-    // Only a head start: should it fail (another checkpoint under way, say), the install's
-    // commit checkpoints what is left, as it did before.
-    match checkpoint.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "the WAL was not checkpointed before the install"),
-        Err(error) => tracing::warn!(%error, "the WAL checkpoint's task failed"),
-    }
     let position = last.map_or(0, |event| event.position);
-    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     store.replace_projections(&path, &names, position).await?;
     Ok(names.into_iter().map(|name| (name, position)).collect())
 }
@@ -319,7 +330,7 @@ pub async fn replay_as_of(
         );
     }
     let projections = hpki_projections::all();
-    let spill = creating(Spill::create_store(out).await, out)?;
+    let spill = creating(Spill::create_read_models(out).await, out)?;
     let folded = fold(store, &projections, &spill, Some(as_of), progress).await;
     let last = match folded {
         Ok(last) => last,
@@ -338,26 +349,28 @@ pub async fn replay_as_of(
         (event.position, event.hash.to_hex())
     });
     let documents = spill.finish().await? as usize;
-    let target = SqliteStore::connect(&format!("sqlite://{}", out.display())).await?;
-    for projection in &projections {
-        sqlx::query("INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?2)")
-            .bind(projection.name())
-            .bind(position)
-            .execute(&target.pool)
-            .await?;
-    }
-    sqlx::query(
-        "CREATE TABLE replay (as_of TEXT NOT NULL, position INTEGER NOT NULL, hash TEXT NOT NULL)",
-    )
-    .execute(&target.pool)
-    .await?;
-    sqlx::query("INSERT INTO replay VALUES (?1, ?2, ?3)")
-        .bind(hpki_events::envelope::format_time(as_of))
-        .bind(position)
-        .bind(&hash)
-        .execute(&target.pool)
-        .await?;
-    target.pool.close().await;
+    // A read-model file like the live one, with the instant it stands at in a table of its own.
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    let file = out.to_owned();
+    let as_of_text = hpki_events::envelope::format_time(as_of);
+    let replay_hash = hash.clone();
+    tokio::task::spawn_blocking(move || {
+        rusqlite::Connection::open(&file)
+            .and_then(|conn| {
+                conn.execute_batch(
+                    "CREATE TABLE replay (as_of TEXT NOT NULL, position INTEGER NOT NULL, hash TEXT NOT NULL)",
+                )?;
+                conn.execute(
+                    "INSERT INTO replay VALUES (?1, ?2, ?3)",
+                    rusqlite::params![as_of_text, position, replay_hash],
+                )?;
+                conn.close().map_err(|(_, e)| e)
+            })
+            .with_context(|| format!("finishing {}", file.display()))?;
+        read_model_file::seal(&file, &names, position)?;
+        anyhow::Ok(())
+    })
+    .await??;
     Ok(Replay {
         path: out.to_owned(),
         position,

@@ -72,15 +72,126 @@ async fn a_batch_read_after_a_stale_checkpoint_writes_nothing() {
     }
 }
 
-/// On SQLite, the store's file passes SQLite's own check: every index entry matches its row.
+/// On SQLite, the store's file and its read-model files pass SQLite's own check: every index
+/// entry matches its row.
 fn assert_sqlite_intact(db: &TestDb) {
     if db.backend == "sqlite" {
-        let file = rusqlite::Connection::open(db.url.trim_start_matches("sqlite://")).unwrap();
-        let check: String = file
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        let file = db.url.trim_start_matches("sqlite://");
+        let mut files = vec![std::path::PathBuf::from(file)];
+        files.extend(
+            read_model_files(db)
+                .iter()
+                .map(|name| read_models(db).join(name)),
+        );
+        for file in files {
+            let file = rusqlite::Connection::open(&file).unwrap();
+            let check: String = file
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+        }
     }
+}
+
+/// The folder of a SQLite store's read-model files.
+fn read_models(db: &TestDb) -> std::path::PathBuf {
+    format!("{}.read-models", db.url.trim_start_matches("sqlite://")).into()
+}
+
+/// The read-model files in that folder, by name.
+fn read_model_files(db: &TestDb) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(read_models(db))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".db"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A rebuild of every projection on a SQLite file writes a new read-model file and names it
+/// current. A second handle on the database (another process: `serve` beside the CLI's
+/// rebuild) reads the new file from its next query, and its runner folds on from the
+/// rebuild's checkpoints; the old file is gone. A rebuild while another holds the folder's
+/// lock is refused and leaves nothing behind.
+#[tokio::test]
+async fn a_rebuild_swaps_in_a_read_model_file_that_every_handle_follows() {
+    let db = sqlite();
+    let store = open(&db, clock()).await;
+    let other = open(&db, clock()).await;
+    seed(&store, 50).await;
+    catch_up(&other, &Streams).await.unwrap();
+    assert_eq!(other.docs("streams", None, 100).await.unwrap().len(), 50);
+    let before = read_model_files(&db);
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    approve(&store, 3).await; // position 51, which no runner has folded
+    let done = rebuild(&store, None, &|_| {}).await.unwrap();
+    assert!(done.iter().all(|(_, position)| *position == 51), "{done:?}");
+    let after = read_model_files(&db);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "a new file");
+    assert_sqlite_intact(&db);
+    // The other handle's connections held the old file; they read the new one now.
+    assert_eq!(other.projection_checkpoint("streams").await.unwrap(), 51);
+    let version = |docs: &[(String, Doc)], key: &str| {
+        docs.iter().find(|(k, _)| k == key).unwrap().1.body["version"].clone()
+    };
+    let docs = other.docs("streams", None, 100).await.unwrap();
+    assert_eq!(version(&docs, "application-3"), 2);
+    // Its runner folds on from the rebuild's checkpoint, and the first handle sees that.
+    approve(&store, 4).await;
+    assert_eq!(catch_up(&other, &Streams).await.unwrap(), 52);
+    let docs = store.docs("streams", None, 100).await.unwrap();
+    assert_eq!(version(&docs, "application-4"), 2);
+    assert_eq!(docs.len(), 50);
+
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(read_models(&db).join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let err = rebuild(&store, None, &|_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another rebuild is under way"), "{err}");
+    assert_eq!(read_model_files(&db), after);
+    drop(lock);
+    rebuild(&store, None, &|_| {}).await.unwrap();
+    assert_eq!(read_model_files(&db).len(), 1);
+    assert_eq!(store.docs("streams", None, 100).await.unwrap(), docs);
+
+    // What a rebuild that crashed left is removed when a store is next opened.
+    let current = read_model_files(&db);
+    for stray in ["0000-crashed.db", "0000-crashed.db-wal"] {
+        std::fs::write(read_models(&db).join(stray), b"half a file").unwrap();
+    }
+    let third = open(&db, clock()).await;
+    assert_eq!(read_model_files(&db), current);
+    assert!(!read_models(&db).join("0000-crashed.db-wal").exists());
+    assert_eq!(third.docs("streams", None, 100).await.unwrap(), docs);
+}
+
+/// Read models are a fold of the log: their file removed while no process has it open, the
+/// next start makes an empty one, and the runner folds the log into it again.
+#[tokio::test]
+async fn a_removed_read_model_file_is_made_again_and_folded_from_the_log() {
+    let db = sqlite();
+    let store = open(&db, clock()).await;
+    seed(&store, 20).await;
+    approve(&store, 7).await;
+    catch_up(&store, &Streams).await.unwrap();
+    let folded = store.docs("streams", None, 100).await.unwrap();
+    drop(store);
+    std::fs::remove_dir_all(read_models(&db)).unwrap();
+
+    let store = open(&db, clock()).await;
+    assert_eq!(read_model_files(&db).len(), 1);
+    assert_eq!(store.projection_checkpoint("streams").await.unwrap(), 0);
+    assert!(store.docs("streams", None, 100).await.unwrap().is_empty());
+    assert_eq!(catch_up(&store, &Streams).await.unwrap(), 21);
+    assert_eq!(store.docs("streams", None, 100).await.unwrap(), folded);
 }
 
 #[tokio::test]
@@ -227,27 +338,41 @@ async fn replay_as_of_writes_the_past_elsewhere_and_leaves_live_models_alone() {
             db.backend
         );
 
-        let past = sqlite_file(&out).await;
-        // The replay's file is a store like any other: the same tables and indexes (the fold
-        // keeps the work lists' index up to date as it writes), beside the replay's own table,
-        // and every index entry matches its row.
-        let schema = |store: hpki_backoffice::store::SqliteStore| async move {
-            sqlx::query_as::<_, (String, String, Option<String>)>(
-                "SELECT type, name, sql FROM sqlite_master WHERE name <> 'replay' ORDER BY name",
-            )
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
+        // The replay's file is a read-model file like the live one (the fold keeps the work
+        // lists' index up to date as it writes), beside the replay's own table, and every index
+        // entry matches its row.
+        let past = rusqlite::Connection::open(&out).unwrap();
+        let schema = |conn: &rusqlite::Connection| {
+            let mut statement = conn
+                .prepare("SELECT type, name, sql FROM sqlite_master WHERE name <> 'replay' ORDER BY name")
+                .unwrap();
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
+            });
+            rows.unwrap().map(Result::unwrap).collect::<Vec<_>>()
         };
-        let fresh = sqlite_file(&dir.path().join("fresh.db")).await;
-        assert_eq!(schema(past.clone()).await, schema(fresh).await);
-        let check: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
-            .fetch_all(&past.pool)
-            .await
+        let fresh =
+            hpki_backoffice::store::read_model_file::create(&dir.path().join("fresh.db")).unwrap();
+        assert_eq!(schema(&past), schema(&fresh));
+        let check: String = past
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
             .unwrap();
-        assert_eq!(check, vec![("ok".to_owned(),)], "{}", db.backend);
-        let docs = past.docs("streams", None, 100).await.unwrap();
-        let four = docs.iter().find(|(k, _)| k == "application-4").unwrap();
+        assert_eq!(check, "ok", "{}", db.backend);
+        let (as_of_text, position): (String, i64) = past
+            .query_row("SELECT as_of, position FROM replay", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (as_of_text.as_str(), position),
+            ("2026-11-22T01:59:59.999999Z", 10)
+        );
+        let past = read_model_file_docs(&out, "streams");
+        let four = past.iter().find(|(k, _)| k == "application-4").unwrap();
         assert_eq!(
             four.1.body["version"], 1,
             "the approval came after the instant"
@@ -292,29 +417,27 @@ async fn a_replay_over_several_pages_stops_inside_one() {
             "{}",
             db.backend
         );
-        let past = sqlite_file(&before).await;
-        assert_eq!(approved(&past).await, (10_600, 0), "{}", db.backend);
+        assert_eq!(approved(&before), (10_600, 0), "{}", db.backend);
 
         let after = dir.path().join("after.db");
         let as_of = time::macros::datetime!(2026-11-22 03:00 UTC);
         let replay = replay_as_of(&store, as_of, &after, &|_| {}).await.unwrap();
         assert_eq!(replay.position, 10_700, "{}", db.backend);
-        let now = sqlite_file(&after).await;
-        assert_eq!(approved(&now).await, (10_600, 100), "{}", db.backend);
+        assert_eq!(approved(&after), (10_600, 100), "{}", db.backend);
     }
 }
 
-/// The SQLite store in the file at `path` (a replay's, or a new one).
-async fn sqlite_file(path: &std::path::Path) -> hpki_backoffice::store::SqliteStore {
-    hpki_backoffice::store::SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap()
+/// A projection's documents in a read-model file (a replay's), by key.
+fn read_model_file_docs(path: &std::path::Path, projection: &str) -> Vec<(String, Doc)> {
+    hpki_backoffice::store::spill::docs(path, projection).unwrap()
 }
 
 /// Streams in a replay's file, and how many of them are at version 2 (approved).
-async fn approved(replayed: &hpki_backoffice::store::SqliteStore) -> (usize, usize) {
-    let streams = replayed.docs("streams", Some("application"), 20_000).await;
-    let streams = streams.unwrap();
+fn approved(path: &std::path::Path) -> (usize, usize) {
+    let streams: Vec<_> = read_model_file_docs(path, "streams")
+        .into_iter()
+        .filter(|(_, doc)| doc.list == "application")
+        .collect();
     let twice = streams.iter().filter(|(_, d)| d.body["version"] == 2);
     (streams.len(), twice.count())
 }

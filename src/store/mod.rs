@@ -8,6 +8,7 @@
 
 mod pg_copy;
 mod postgres;
+pub mod read_model_file;
 mod side;
 pub mod spill;
 mod sqlite;
@@ -101,6 +102,8 @@ pub enum StoreError {
     Scan(String),
     #[error("the fold's working file failed: {0}")]
     Spill(String),
+    #[error("the read models' file: {0}")]
+    ReadModels(String),
 }
 
 /// An event row as stored: the indexed columns and the canonical bytes they were taken from.
@@ -1068,21 +1071,30 @@ impl Store {
         Spill::create(path, list_index).await
     }
 
-    /// SQLite: copies into the database file the pages that commits left in the WAL (a passive
-    /// checkpoint, which waits for no reader or writer). Run by a rebuild while it folds, so
-    /// that the install's large transaction starts the WAL afresh and its commit checkpoints
-    /// its own pages only, not those of the appends before it as well (BENCHMARKS.md, session
-    /// 23). Nothing to do on PostgreSQL, nor on an in-memory SQLite database (no WAL; its
-    /// shared cache answers "table is locked" while the fold reads).
-    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
-        if let Db::Sqlite(db) = &self.db
-            && db.file().is_some()
-        {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&db.pool)
-                .await?;
+    /// A new read-model file for a rebuild of every projection to fold into, under the lock
+    /// that rebuilds take turns on: on a SQLite file store only (`None` otherwise: those
+    /// rebuilds copy into the store). Fails when another rebuild holds the lock.
+    pub fn read_models_swap(&self) -> Result<Option<read_model_file::Swap>, StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => db.models_swap(),
+            Db::Postgres(_) => Ok(None),
         }
-        Ok(())
+    }
+
+    /// Makes a finished read-model file ([`Store::read_models_swap`]) the current one, each
+    /// of `names` at `position`.
+    pub async fn install_read_models(
+        &self,
+        swap: read_model_file::Swap,
+        names: &[&'static str],
+        position: i64,
+    ) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(db) => swap.install(&db.pool, names, position).await,
+            Db::Postgres(_) => Err(StoreError::ReadModels(
+                "a PostgreSQL store keeps its read models in the database, not in a file".into(),
+            )),
+        }
     }
 
     /// Replaces the documents of each of `names` with those of a finished spill

@@ -221,7 +221,7 @@ impl Store {
             )
             .bind(projection)
             .bind(key)
-            .fetch_optional(&db.pool)
+            .fetch_optional(&mut *db.models().await?)
             .await?
             .map(|row| sqlite::doc_row(&row))
             .transpose()?,
@@ -248,7 +248,7 @@ impl Store {
                      GROUP BY list ORDER BY list",
                 )
                 .bind(projection)
-                .fetch_all(&db.pool)
+                .fetch_all(&mut *db.models().await?)
                 .await?
             }
             Db::Postgres(db) => {
@@ -321,7 +321,7 @@ impl Store {
                 .bind(projection)
                 .bind(&pattern)
                 .bind(limit)
-                .fetch_all(&db.pool)
+                .fetch_all(&mut *db.models().await?)
                 .await?;
                 rows.iter().map(sqlite::doc_row).collect()
             }

@@ -17,7 +17,7 @@ use hpki_projections::{Body, Doc};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{SqliteStore, StoreError};
+use super::{StoreError, read_model_file};
 
 enum Request {
     /// Puts (`Some`) and deletes (`None`) for one projection.
@@ -49,8 +49,8 @@ enum Kind {
     /// A rebuild's scratch file, copied into the store and then removed; with the work lists'
     /// index or without.
     Scratch { list_index: bool },
-    /// A replay's file, kept: a store of read models of its own once finished.
-    Store,
+    /// A read-model file, kept: a replay's, or a rebuild's that becomes the live one.
+    ReadModels,
 }
 
 impl Spill {
@@ -61,22 +61,17 @@ impl Spill {
         Spill::create_as(path, Kind::Scratch { list_index }).await
     }
 
-    /// Creates a new spill at `path`, a replay's, that is a store of read models of its own
-    /// once finished.
-    pub async fn create_store(path: &Path) -> Result<Spill, StoreError> {
-        Spill::create_as(path, Kind::Store).await
+    /// Creates a new spill at `path` that is a read-model file once finished and sealed
+    /// ([`read_model_file::seal`]): a replay's, or a rebuild's new live file.
+    pub async fn create_read_models(path: &Path) -> Result<Spill, StoreError> {
+        Spill::create_as(path, Kind::ReadModels).await
     }
 
     async fn create_as(path: &Path, kind: Kind) -> Result<Spill, StoreError> {
-        // 16 KB pages rather than SQLite's 4 KB: a million documents take a quarter of the page
-        // splits and page-cache lookups (BENCHMARKS.md). Set on the empty file, before the
-        // schema is written: a page size holds only from a database's creation.
-        Connection::open(path)
-            .and_then(|conn| conn.execute_batch("PRAGMA page_size = 16384; VACUUM;"))
+        // The layout of a read-model file, which a replay's is and a rebuild's becomes.
+        let conn = read_model_file::create(path)
+            .and_then(|conn| prepare(conn, kind))
             .map_err(spill_error)?;
-        let url = format!("sqlite://{}", path.display());
-        SqliteStore::connect(&url).await?.pool.close().await;
-        let conn = open(path, kind).map_err(spill_error)?;
         let file = path.to_owned();
         // Two pages in flight at most: the fold waits rather than holding more in memory.
         let (requests, received) = mpsc::channel(2);
@@ -207,9 +202,8 @@ pub fn copy_rows(
     super::pages_received(received).boxed()
 }
 
-/// Every document of a projection in a finished spill, by key, bodies parsed: what the fold's
-/// tests compare with the documents the projections make in memory.
-#[cfg(test)]
+/// Every document of a projection in a finished spill or a read-model file (a replay's), by
+/// key, bodies parsed: what tests compare with the documents the projections make in memory.
 pub fn docs(path: &Path, projection: &str) -> Result<Vec<(String, Doc)>, StoreError> {
     let conn = open_finished(path).map_err(spill_error)?;
     let mut statement = conn.prepare(DOCS_BY_KEY).map_err(spill_error)?;
@@ -243,8 +237,7 @@ pub fn docs(path: &Path, projection: &str) -> Result<Vec<(String, Doc)>, StoreEr
     .collect()
 }
 
-fn open(path: &Path, kind: Kind) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+fn prepare(conn: Connection, kind: Kind) -> rusqlite::Result<Connection> {
     // No journal and no fsync while folding: the file is either finished (and a replay's is
     // complete then) or removed, never rolled back and kept. 64 MB of page cache keeps the
     // upper levels of the table's B-tree in memory (256 MB measured no faster).
@@ -408,12 +401,12 @@ fn read(conn: &Connection, projection: &str, key: &str) -> Result<Option<Doc<Bod
 }
 
 fn finish(conn: Connection, path: &Path, kind: Kind) -> Result<i64, StoreError> {
-    // A replay's file is made durable when it is opened as a store next (going back to WAL
+    // A read-model file is made durable when it is sealed next (`read_model_file::seal`
     // syncs it): a quarter of a second at the end of a million-document replay, spent writing
     // the table's pages to disk. Started here, on a thread of its own, most of that writing is
     // done while the last pages are committed, counted and closed. Its outcome is not needed:
-    // the store's own sync reports what fails.
-    let early_sync = (kind == Kind::Store).then(|| {
+    // the seal's own sync reports what fails.
+    let early_sync = (kind == Kind::ReadModels).then(|| {
         let path = path.to_owned();
         std::thread::spawn(move || std::fs::File::open(path).and_then(|file| file.sync_data()))
     });

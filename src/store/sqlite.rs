@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use hpki_events::ChainHash;
 use hpki_projections::{Body, Change, Doc};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::pg_copy::Columns;
+use super::read_model_file::{self, Place};
 use super::{
     AppendError, Appended, CheckpointRow, Head, Known, LastCommit, RawEvent, Row, StoreError,
 };
@@ -36,6 +38,13 @@ pub struct SqliteStore {
     pub pool: SqlitePool,
     /// The database file; `None` for an in-memory database, which only the pool can see.
     file: Option<PathBuf>,
+    /// Connections for read models: the same database, with the current read-model file
+    /// attached (`read_model_file`). A pool of their own, so that the log's connections never
+    /// have it attached: `BEGIN IMMEDIATE`, which appends take, takes the write lock of every
+    /// database attached, and appends would wait for projections' writes.
+    models_pool: SqlitePool,
+    /// Where the read models are.
+    models: Place,
 }
 
 const EVENT_COLUMNS: &str = Columns::All.names();
@@ -75,10 +84,45 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool, file })
+        let models = Place::for_database(file.as_deref())?;
+        models.ensure(&pool).await?;
+        let models_pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore {
+            pool,
+            file,
+            models_pool,
+            models,
+        })
+    }
+
+    /// A connection with the current read models attached (as `models`, found by the tables'
+    /// plain names): every read or write of read models goes through one.
+    pub async fn models(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.models_pool.acquire().await?;
+        self.models.attach(&self.pool, &mut conn).await?;
+        Ok(conn)
+    }
+
+    /// A new read-model file for a rebuild of every projection to fold into and then make
+    /// current ([`read_model_file::Swap::install`]); `None` for an in-memory store, whose
+    /// rebuild copies instead. Fails when another rebuild is under way.
+    pub fn models_swap(&self) -> Result<Option<read_model_file::Swap>, StoreError> {
+        let Place::Folder(dir) = &self.models else {
+            return Ok(None);
+        };
+        match read_model_file::Lock::try_take(dir)? {
+            Some(lock) => Ok(Some(read_model_file::Swap::new(dir.clone(), lock))),
+            None => Err(StoreError::ReadModels(format!(
+                "another rebuild is under way (it holds {})",
+                dir.join("lock").display()
+            ))),
+        }
     }
 
     pub async fn migrations_applied(&self) -> Result<bool, StoreError> {
@@ -217,7 +261,7 @@ impl SqliteStore {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.models().await?)
                 .await?;
         Ok(position.unwrap_or(0))
     }
@@ -231,7 +275,11 @@ impl SqliteStore {
         to: i64,
         changes: &[Change],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut conn = self.models().await?;
+        // A deferred BEGIN, whose first statement writes: it takes the read models' write lock
+        // only. `BEGIN IMMEDIATE` would take every attached database's, the log's too, and hold
+        // appends back while a projection writes.
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN").await?;
         let moved = sqlx::query(
             "INSERT INTO projection_checkpoints (name, position) VALUES (?1, ?3)
              ON CONFLICT (name) DO UPDATE SET position = ?3 WHERE projection_checkpoints.position = ?2",
@@ -254,27 +302,41 @@ impl SqliteStore {
     }
 
     /// Replaces the documents of each of `names` with those in the finished spill at `spill`
-    /// and sets its checkpoint to `position`, one transaction per projection. The spill is
-    /// attached to one connection and copied inside SQLite (`INSERT ... SELECT`): no document
-    /// passes through this process, which made the swap of a million documents the larger half
-    /// of a rebuild's time (BENCHMARKS.md).
+    /// and sets their checkpoints to `position`, in one transaction: a rebuild of some of the
+    /// projections, or of an in-memory store's (a rebuild of every projection of a file store
+    /// makes a new read-model file instead, `read_model_file`). The spill is attached to one
+    /// connection and copied inside SQLite (`INSERT ... SELECT`): no document passes through
+    /// this process, which made the swap of a million documents the larger half of a rebuild's
+    /// time (BENCHMARKS.md).
     pub async fn replace_projections(
         &self,
         spill: &Path,
         names: &[&str],
         position: i64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.models().await?;
         sqlx::query("ATTACH DATABASE ?1 AS rebuilt")
-            .bind(read_only_uri(spill))
+            .bind(file_uri(spill, "ro"))
             .execute(&mut *conn)
             .await?;
         // One transaction for every projection rebuilt, so that they come back together.
         let copied = async {
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            // Deferred, and its first statements write the read models: their write lock only,
+            // not the log's as well, which `BEGIN IMMEDIATE` takes on every attached database.
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN").await?;
+            for name in names {
+                sqlx::query(
+                    "INSERT INTO models.projection_checkpoints (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = ?2",
+                )
+                .bind(name)
+                .bind(position)
+                .execute(&mut *tx)
+                .await?;
+            }
             let names_json = serde_json::to_string(names).expect("strings serialize");
             let others: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM main.read_models
+                "SELECT EXISTS (SELECT 1 FROM models.read_models
                  WHERE projection NOT IN (SELECT value FROM json_each(?1)))",
             )
             .bind(&names_json)
@@ -282,7 +344,7 @@ impl SqliteStore {
             .await?;
             if others {
                 sqlx::query(
-                    "DELETE FROM main.read_models
+                    "DELETE FROM models.read_models
                      WHERE projection IN (SELECT value FROM json_each(?1))",
                 )
                 .bind(&names_json)
@@ -292,33 +354,23 @@ impl SqliteStore {
                 // Every document goes: without a condition SQLite frees the table's and its
                 // index's pages whole instead of deleting row by row (a million documents, 0.4
                 // against 1.0 s).
-                sqlx::query("DELETE FROM main.read_models")
+                sqlx::query("DELETE FROM models.read_models")
                     .execute(&mut *tx)
                     .await?;
             }
             // The scratch file holds the rebuilt projections' documents and nothing else, in a
-            // table made by the same migrations, with the same indexes. Copied whole, with `*`
+            // read-model file's table, with the same indexes. Copied whole, with `*`
             // and no condition, so that SQLite can move the records of the table and of the
-            // work lists' index as they are when `main.read_models` is empty (a rebuild of
-            // every projection): its "transfer optimization". Otherwise it copies row by row,
+            // work lists' index as they are when `models.read_models` is empty (a rebuild of
+            // an in-memory store's every projection): its "transfer optimization". Otherwise it copies row by row,
             // in key order, and keeps the index up to date. The index used to be dropped and
             // built again here: a whole rebuild takes as long either way (the scratch file's
             // index costs the fold what the copy saves), and a rebuild of one small projection
             // no longer sorts every other projection's entries again (10,000 documents beside
             // a million: 0.02 s against 1.25 s; BENCHMARKS.md, session 21).
-            sqlx::query("INSERT INTO main.read_models SELECT * FROM rebuilt.read_models")
+            sqlx::query("INSERT INTO models.read_models SELECT * FROM rebuilt.read_models")
                 .execute(&mut *tx)
                 .await?;
-            for name in names {
-                sqlx::query(
-                    "INSERT INTO main.projection_checkpoints (name, position) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET position = ?2",
-                )
-                .bind(name)
-                .bind(position)
-                .execute(&mut *tx)
-                .await?;
-            }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(())
         }
@@ -350,17 +402,17 @@ impl SqliteStore {
         .bind(name)
         .bind(list)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.models().await?)
         .await?;
         rows.iter().map(doc_row).collect()
     }
 }
 
-/// `file:PATH?mode=ro`, for ATTACH. A plain path would be opened with the connection's own
-/// flags: for an in-memory store that is a new, empty in-memory database, not the file. sqlx
-/// opens every connection with URI filenames allowed, and `mode=ro` both clears the in-memory
-/// flag and refuses to create a file that is not there.
-fn read_only_uri(path: &Path) -> String {
+/// `file:PATH?mode=MODE` (`ro` or `rw`), for ATTACH. A plain path would be opened with the
+/// connection's own flags: for an in-memory store that is a new, empty in-memory database, not
+/// the file. sqlx opens every connection with URI filenames allowed, and either mode both
+/// clears the in-memory flag and refuses to create a file that is not there.
+pub(super) fn file_uri(path: &Path, mode: &str) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
     const KEEP: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'/')
@@ -369,11 +421,11 @@ fn read_only_uri(path: &Path) -> String {
         .remove(b'_')
         .remove(b'~');
     let path = path.to_string_lossy();
-    format!("file:{}?mode=ro", utf8_percent_encode(&path, KEEP))
+    format!("file:{}?mode={mode}", utf8_percent_encode(&path, KEEP))
 }
 
 async fn apply_change(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     name: &str,
     change: &Change,
 ) -> Result<(), StoreError> {
@@ -598,7 +650,7 @@ mod tests {
             let store = SqliteStore::connect(&url).await.unwrap();
             let mut conn = store.pool.acquire().await.unwrap();
             sqlx::query("ATTACH DATABASE ?1 AS other")
-                .bind(read_only_uri(&file))
+                .bind(file_uri(&file, "ro"))
                 .execute(&mut *conn)
                 .await
                 .unwrap();
@@ -612,7 +664,7 @@ mod tests {
                 .await
                 .unwrap();
             let missing = sqlx::query("ATTACH DATABASE ?1 AS other")
-                .bind(read_only_uri(&odd.join("missing.db")))
+                .bind(file_uri(&odd.join("missing.db"), "ro"))
                 .execute(&mut *conn)
                 .await;
             assert!(missing.is_err(), "{url}");
