@@ -162,15 +162,26 @@ async fn a_rebuild_swaps_in_a_read_model_file_that_every_handle_follows() {
     assert_eq!(read_model_files(&db).len(), 1);
     assert_eq!(store.docs("streams", None, 100).await.unwrap(), docs);
 
-    // What a rebuild that crashed left is removed when a store is next opened.
-    let current = read_model_files(&db);
-    for stray in ["0000-crashed.db", "0000-crashed.db-wal"] {
+    // What a rebuild that crashed left does not stop the next one, which removes it.
+    let strays = [
+        "0000-crashed.db",
+        "0000-crashed.db-wal",
+        "0000-crashed.db-journal",
+    ];
+    for stray in strays {
         std::fs::write(read_models(&db).join(stray), b"half a file").unwrap();
     }
     let third = open(&db, clock()).await;
-    assert_eq!(read_model_files(&db), current);
-    assert!(!read_models(&db).join("0000-crashed.db-wal").exists());
     assert_eq!(third.docs("streams", None, 100).await.unwrap(), docs);
+    rebuild(&third, None, &|_| {}).await.unwrap();
+    let left: Vec<_> = std::fs::read_dir(read_models(&db))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("0000"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(read_model_files(&db).len(), 1);
+    assert_eq!(store.docs("streams", None, 100).await.unwrap(), docs);
 }
 
 /// Read models are a fold of the log: their file removed while no process has it open, the
@@ -192,6 +203,22 @@ async fn a_removed_read_model_file_is_made_again_and_folded_from_the_log() {
     assert!(store.docs("streams", None, 100).await.unwrap().is_empty());
     assert_eq!(catch_up(&store, &Streams).await.unwrap(), 21);
     assert_eq!(store.docs("streams", None, 100).await.unwrap(), folded);
+    drop(store);
+
+    // A file that is there but cannot be read is reported, not replaced by an empty one.
+    let name = read_model_files(&db).pop().unwrap();
+    let file = read_models(&db).join(&name);
+    std::fs::write(&file, vec![b'x'; 4096]).unwrap();
+    let err = hpki_backoffice::store::Store::open(&db.url, clock())
+        .await
+        .err()
+        .expect("an unreadable read-model file stops the open")
+        .to_string();
+    assert!(
+        err.contains("the read models' file") && err.contains(&name),
+        "{err}"
+    );
+    assert_eq!(read_model_files(&db), vec![name]);
 }
 
 #[tokio::test]

@@ -125,6 +125,9 @@ impl Place {
                 "file:hpki-read-models-{name}?mode=memory&cache=shared"
             )));
         };
+        // The database's own path, links resolved: two processes that name it differently
+        // must find the same folder.
+        let file = std::fs::canonicalize(file).map_err(|e| failed(file, e))?;
         let mut name = file.as_os_str().to_owned();
         name.push(".read-models");
         let dir = PathBuf::from(name);
@@ -134,25 +137,18 @@ impl Place {
     }
 
     /// Makes sure the database names a usable read-model file, making an empty one if it names
-    /// none, a missing one or one of another layout. Run when a store is opened; then also
-    /// removes what a crashed rebuild left in the folder, unless a rebuild is under way.
+    /// none, a missing one or one of another layout. Run when a store is opened, and when a
+    /// connection cannot attach the file named.
     pub async fn ensure(&self, pool: &SqlitePool) -> Result<(), StoreError> {
         let Place::Folder(dir) = self else {
             return Ok(());
         };
-        if usable(dir, current(pool).await?.as_deref()) {
-            if let Some(_lock) = Lock::try_take(dir)?
-                && let Some(name) = current(pool).await?
-            {
-                // Read again under the lock: a rebuild may have made another file current
-                // since.
-                remove_all_but(dir, &name);
-            }
+        if usable(dir, current(pool).await?.as_deref())? {
             return Ok(());
         }
         let lock = Lock::wait(dir).await?;
         // Another process may have made one while this one waited.
-        if usable(dir, current(pool).await?.as_deref()) {
+        if usable(dir, current(pool).await?.as_deref())? {
             return Ok(());
         }
         let swap = Swap::new(dir.clone(), lock);
@@ -163,8 +159,10 @@ impl Place {
     }
 
     /// Attaches the current read-model file to `conn` as `models`, unless it is attached
-    /// already; a connection still holding an earlier file lets it go first. A file that
-    /// cannot be attached (removed behind the store's back, say) is made again, empty, once.
+    /// already; a connection still holding an earlier file lets it go first. A file named that
+    /// is missing when a connection comes to attach it (removed behind the store's back) is
+    /// made again, empty, and folded from the log; a connection that already has it open goes
+    /// on reading the removed file until the name changes or the connection closes.
     pub async fn attach(
         &self,
         pool: &SqlitePool,
@@ -212,13 +210,21 @@ async fn current(pool: &SqlitePool) -> Result<Option<String>, StoreError> {
 }
 
 /// Whether `name` in `dir` is a read-model file of this layout.
-fn usable(dir: &Path, name: Option<&str>) -> bool {
-    let Some(name) = name else { return false };
+/// No name, no file or another layout: false. A file that is there but cannot be read (too
+/// many open files, another user's shared-memory file) is an error, never a reason to put an
+/// empty file in its place.
+fn usable(dir: &Path, name: Option<&str>) -> Result<bool, StoreError> {
+    let Some(name) = name else { return Ok(false) };
+    let path = dir.join(name);
+    if !path.try_exists().map_err(|e| failed(&path, e))? {
+        return Ok(false);
+    }
     let flags =
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    Connection::open_with_flags(dir.join(name), flags)
+    let layout = Connection::open_with_flags(&path, flags)
         .and_then(|conn| conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0)))
-        .is_ok_and(|layout| layout == LAYOUT)
+        .map_err(|e| failed(&path, e))?;
+    Ok(layout == LAYOUT)
 }
 
 /// Read models may lose their last commits in a power cut (`synchronous = NORMAL`, not the
@@ -276,6 +282,8 @@ pub struct Lock {
 
 impl Lock {
     fn open(dir: &Path) -> Result<File, StoreError> {
+        // Made again if the folder was removed while the store was open.
+        std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
         let path = dir.join("lock");
         File::options()
             .create(true)
@@ -378,8 +386,8 @@ impl Drop for Swap {
     }
 }
 
-/// Removes the read-model files in `dir` other than `keep` (and their WAL and shared-memory
-/// files). Failures are only logged: a file left over is removed by the next rebuild.
+/// Removes the read-model files in `dir` other than `keep` (and their WAL, shared-memory and
+/// journal files). Failures are only logged: a file left over is removed by the next rebuild.
 fn remove_all_but(dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -387,7 +395,9 @@ fn remove_all_but(dir: &Path, keep: &str) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stem = name.trim_end_matches("-wal").trim_end_matches("-shm");
+        let stem = ["-wal", "-shm", "-journal"]
+            .iter()
+            .fold(name, |name, suffix| name.trim_end_matches(suffix));
         if stem.ends_with(".db")
             && stem != keep
             && let Err(error) = std::fs::remove_file(entry.path())

@@ -82,17 +82,13 @@ impl SqliteStore {
                 })?;
             }
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+        let pool = pool_options(in_memory)
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
         let models = Place::for_database(file.as_deref())?;
         models.ensure(&pool).await?;
-        let models_pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let models_pool = pool_options(in_memory).connect_with(options).await?;
         Ok(SqliteStore {
             pool,
             file,
@@ -405,6 +401,21 @@ impl SqliteStore {
         .fetch_all(&mut *self.models().await?)
         .await?;
         rows.iter().map(doc_row).collect()
+    }
+}
+
+/// Four connections a pool. An in-memory database lives only while a connection has it open:
+/// for one, a connection is kept for good (none closed for being idle or old), so that neither
+/// the log nor the read models vanish when the store goes quiet.
+fn pool_options(in_memory: bool) -> SqlitePoolOptions {
+    let options = SqlitePoolOptions::new().max_connections(4);
+    if in_memory {
+        options
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        options
     }
 }
 
