@@ -275,35 +275,41 @@ pub async fn rebuild(
         None => store.read_models_swap()?,
         Some(_) => None,
     };
-    if let Some(swap) = swap {
+    let position = if let Some(swap) = swap {
         let spill = creating(Spill::create_read_models(swap.path()).await, swap.path())?;
         // Dropped on failure, the swap removes its file; the current one is left as it was.
-        let last = match fold(store, &projections, &spill, None, progress).await {
-            Ok(last) => last,
-            Err(error) => {
-                spill.abandon().await;
-                return Err(error);
-            }
-        };
-        spill.finish().await?;
+        let (last, _) = fold_whole(store, &projections, spill, None, progress).await?;
         let position = last.map_or(0, |event| event.position);
         store.install_read_models(swap, &names, position).await?;
-        return Ok(names.into_iter().map(|name| (name, position)).collect());
-    }
-    let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
-    let path = scratch.path().join("rebuild.db");
-    let spill = creating(store.rebuild_spill(&path).await, &path)?;
-    let last = match fold(store, &projections, &spill, None, progress).await {
-        Ok(last) => last,
+        position
+    } else {
+        let scratch = tempfile::tempdir().context("making a scratch folder for the rebuild")?;
+        let path = scratch.path().join("rebuild.db");
+        let spill = creating(store.rebuild_spill(&path).await, &path)?;
+        let (last, _) = fold_whole(store, &projections, spill, None, progress).await?;
+        let position = last.map_or(0, |event| event.position);
+        store.replace_projections(&path, &names, position).await?;
+        position
+    };
+    Ok(names.into_iter().map(|name| (name, position)).collect())
+}
+
+/// [`fold`], then the spill finished (committed and closed): the last event folded and the
+/// documents written. On failure the spill is closed uncommitted, for its owner to remove.
+async fn fold_whole(
+    store: &Store,
+    projections: &[Box<dyn Projection>],
+    spill: Spill,
+    as_of: Option<OffsetDateTime>,
+    progress: &dyn Fn(i64),
+) -> anyhow::Result<(Option<RecordedEvent>, i64)> {
+    match fold(store, projections, &spill, as_of, progress).await {
+        Ok(last) => Ok((last, spill.finish().await?)),
         Err(error) => {
             spill.abandon().await;
-            return Err(error);
+            Err(error)
         }
-    };
-    spill.finish().await?;
-    let position = last.map_or(0, |event| event.position);
-    store.replace_projections(&path, &names, position).await?;
-    Ok(names.into_iter().map(|name| (name, position)).collect())
+    }
 }
 
 /// Where a replay ended.
@@ -331,13 +337,12 @@ pub async fn replay_as_of(
     }
     let projections = hpki_projections::all();
     let spill = creating(Spill::create_read_models(out).await, out)?;
-    let folded = fold(store, &projections, &spill, Some(as_of), progress).await;
-    let last = match folded {
-        Ok(last) => last,
+    let folded = fold_whole(store, &projections, spill, Some(as_of), progress).await;
+    let (last, documents) = match folded {
+        Ok(folded) => folded,
         Err(error) => {
             // Nothing half-written is left behind.
-            spill.abandon().await;
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
                 let mut file = out.as_os_str().to_owned();
                 file.push(suffix);
                 let _ = std::fs::remove_file(file);
@@ -348,7 +353,7 @@ pub async fn replay_as_of(
     let (position, hash) = last.map_or((0, hpki_events::GENESIS_HASH.to_hex()), |event| {
         (event.position, event.hash.to_hex())
     });
-    let documents = spill.finish().await? as usize;
+    let documents = documents as usize;
     // A read-model file like the live one, with the instant it stands at in a table of its own.
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     let file = out.to_owned();

@@ -34,7 +34,9 @@ pub const LAYOUT: i64 = 1;
 /// the key (a million `INSERT OR REPLACE` through Python's sqlite3: 5.3 s against 3.7 s;
 /// BENCHMARKS.md, session 12). Bodies are a few hundred bytes, well under the twentieth of a
 /// page SQLite recommends for such tables. The work lists are read through
-/// `read_models_by_list`.
+/// `read_models_by_list`. The same table as migrations/sqlite/0006 made in the log's database
+/// before 0007 dropped it: written out here because this file is made by code, not by
+/// migrations (a file of another layout is replaced, not migrated).
 const SCHEMA: &str = "
 CREATE TABLE read_models (
     projection TEXT NOT NULL,
