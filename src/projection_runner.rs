@@ -99,11 +99,11 @@ pub async fn status(store: &Store) -> anyhow::Result<Vec<Status>> {
 const FOLD_CACHE_DOCS: usize = 100_000;
 
 /// Every projection's documents while the log is folded: a bounded cache in front of a SQLite
-/// `read_models` table (a replay's file, a rebuild's new read-model file or its scratch file). When the cache
-/// is full, the documents not used again since they came in (or since the last time it was
-/// full) are handed to the spill's writer thread, which writes them while the fold goes on; the
-/// ones in use stay, so a document every few events touch (a stream's row) is written once,
-/// not at every turn. A patch of a document already handed over reads it back first.
+/// `read_models` table (a replay's file, a rebuild's new read-model file or its scratch file).
+/// When the cache is full, the documents not used again since they came in (or since the last
+/// time it was full) are handed to the spill's writer thread, which writes them while the fold
+/// goes on; the ones in use stay, so a document every few events touch (a stream's row) is
+/// written once, not at every turn. A patch of a document already handed over reads it back first.
 struct Folded<'a> {
     projections: &'a [Box<dyn Projection>],
     /// By projection. foldhash rather than SipHash: hashing the keys was 2% of a replay's
@@ -342,11 +342,7 @@ pub async fn replay_as_of(
         Ok(folded) => folded,
         Err(error) => {
             // Nothing half-written is left behind.
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut file = out.as_os_str().to_owned();
-                file.push(suffix);
-                let _ = std::fs::remove_file(file);
-            }
+            read_model_file::remove_with_journals(out);
             return Err(error);
         }
     };

@@ -348,17 +348,13 @@ impl Swap {
     pub async fn install(
         mut self,
         pool: &SqlitePool,
-        names: &[&str],
+        names: &[&'static str],
         position: i64,
     ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sealed = {
-            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                seal(&path, &names, position)
-            })
+            let (names, path) = (names.to_vec(), path.clone());
+            tokio::task::spawn_blocking(move || seal(&path, &names, position))
         };
         sealed.await.map_err(|e| failed(&path, e))??;
         let name = path
@@ -409,7 +405,9 @@ fn remove_all_but(dir: &Path, keep: &str) {
     }
 }
 
-fn remove_with_journals(path: &Path) {
+/// Removes the SQLite file at `path` with its WAL, shared-memory and journal files, ignoring
+/// any that are not there.
+pub fn remove_with_journals(path: &Path) {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
