@@ -240,11 +240,13 @@ impl PgStore {
             )
             .await?;
             copy_docs(&mut tx, spill, name, fresh).await?;
+            // The parent's two indexes exactly (migration 0009), so that attaching the table
+            // takes them as its own instead of building others.
             for statement in [
                 format!(
-                    "ALTER TABLE {fresh} ADD CONSTRAINT {fresh}_pkey PRIMARY KEY (projection, key)"
+                    "ALTER TABLE {fresh} ADD CONSTRAINT {fresh}_pkey PRIMARY KEY (key, projection)"
                 ),
-                format!("CREATE INDEX {fresh}_by_list ON {fresh} (projection, list, sort_key)"),
+                format!("CREATE INDEX {fresh}_by_list ON {fresh} (list, sort_key)"),
             ] {
                 execute(&mut tx, statement).await?;
             }
