@@ -593,3 +593,59 @@ async fn a_postgres_rebuild_swaps_in_a_partition_each_time() {
     let four = four.iter().find(|(k, _)| k == "application-4").unwrap();
     assert_eq!(four.1.body["version"], 2);
 }
+
+/// A list's documents are read by seeking the list in the work-list index, on both backends,
+/// not by reading the projection's documents up to it (docs/event-log.md, "Read models"). On
+/// PostgreSQL with the plan made for any parameters, as a prepared statement comes to use.
+#[tokio::test]
+async fn a_list_is_read_by_seeking_it_in_the_index() {
+    use hpki_backoffice::store::docs_statements as statements;
+    let dir = tempfile::tempdir().unwrap();
+    let file = hpki_backoffice::store::read_model_file::create(&dir.path().join("m.db")).unwrap();
+    let plan = |statement: &str, params: &[&dyn rusqlite::ToSql]| {
+        let mut explain = file
+            .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .unwrap();
+        let details = explain
+            .query_map(params, |row| row.get::<_, String>(3))
+            .unwrap();
+        details.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    };
+    let of_list = plan(statements::SQLITE_OF_LIST, &[&"outbox", &"mail:sent", &50]);
+    assert!(of_list.contains("(projection=? AND list=?)"), "{of_list}");
+    assert!(!of_list.contains("TEMP B-TREE"), "{of_list}");
+    let all = plan(statements::SQLITE, &[&"outbox", &50]);
+    assert!(
+        all.contains("(projection=?)") && !all.contains("TEMP B-TREE"),
+        "{all}"
+    );
+
+    let db = postgres().await;
+    let store = open(&db, clock()).await;
+    let hpki_backoffice::store::Db::Postgres(pg) = store.db() else {
+        unreachable!("a PostgreSQL store")
+    };
+    let mut conn = pg.pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE of_list AS {}",
+        statements::POSTGRES_OF_LIST
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN EXECUTE of_list('outbox', 'mail:sent', 50)")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Cond: (list = $2)"), "{plan}");
+    sqlx::raw_sql("DEALLOCATE of_list; RESET plan_cache_mode")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}

@@ -13,6 +13,12 @@ mod side;
 pub mod spill;
 mod sqlite;
 
+/// The statements that read a projection's documents (`Store::docs`), for tests of their plans.
+pub mod docs_statements {
+    pub use super::postgres::{DOCS as POSTGRES, DOCS_OF_LIST as POSTGRES_OF_LIST};
+    pub use super::sqlite::{DOCS as SQLITE, DOCS_OF_LIST as SQLITE_OF_LIST};
+}
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -304,18 +304,23 @@ impl PgStore {
         list: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(String, Doc)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT key, list, sort_key, body::text FROM read_models
-             WHERE projection = $1 AND ($2::text IS NULL OR list = $2) ORDER BY list, sort_key LIMIT $3",
-        )
-        .bind(name)
-        .bind(list)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let query = match list {
+            Some(list) => sqlx::query(DOCS_OF_LIST).bind(name).bind(list),
+            None => sqlx::query(DOCS).bind(name),
+        };
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(doc_row).collect()
     }
 }
+
+/// A projection's documents in list order, and one list's: two statements, as on SQLite
+/// (`sqlite::DOCS`). With one for both (`$2::text IS NULL OR list = $2`), a plan made for any
+/// parameters (PostgreSQL's generic plan of a prepared statement) read the partition up to the
+/// list: 622 ms for an empty list after a million others, against 0.08 ms.
+pub const DOCS: &str = "SELECT key, list, sort_key, body::text FROM read_models
+     WHERE projection = $1 ORDER BY list, sort_key LIMIT $2";
+pub const DOCS_OF_LIST: &str = "SELECT key, list, sort_key, body::text FROM read_models
+     WHERE projection = $1 AND list = $2 ORDER BY sort_key LIMIT $3";
 
 /// The tables of a projection's documents: its partition of `read_models`, and the one a
 /// rebuild fills to take its place.
