@@ -359,11 +359,11 @@ impl SqliteStore {
             // condition, so that SQLite can move the records of the table and of the work
             // lists' index as they are when `models.read_models` is empty (a rebuild of every
             // projection of an in-memory store): its "transfer optimization". Otherwise it
-            // copies row by row, in key order, and keeps the index up to date. The index used to be dropped and
-            // built again here: a whole rebuild takes as long either way (the scratch file's
-            // index costs the fold what the copy saves), and a rebuild of one small projection
-            // no longer sorts every other projection's entries again (10,000 documents beside
-            // a million: 0.02 s against 1.25 s; BENCHMARKS.md, session 21).
+            // copies row by row, in key order, and keeps the index up to date. The index used
+            // to be dropped and built again here: a whole rebuild takes as long either way (the
+            // scratch file's index costs the fold what the copy saves), and a rebuild of one
+            // small projection no longer sorts every other projection's entries again (10,000
+            // documents beside a million: 0.02 s against 1.25 s; BENCHMARKS.md, session 21).
             sqlx::query("INSERT INTO models.read_models SELECT * FROM rebuilt.read_models")
                 .execute(&mut *tx)
                 .await?;
